@@ -1,0 +1,1 @@
+"""Tencent Cloud IM group-dismissal receiver: callbacks in, dismissals out, matched."""

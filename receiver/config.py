@@ -1,0 +1,198 @@
+"""Configuration: the only module that reads the environment."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from dotenv import dotenv_values
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed."""
+
+
+class Secret:
+    """A string that never shows itself in repr, str or logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+DEFAULT_DATABASE_URL = "sqlite:///instance/receiver.db"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Typed, validated settings (CONTRACT §2)."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    im_sdkappid: int = 1400000000
+    im_secret_key: Secret | None = None
+    im_admin_identifier: str = "administrator"
+    im_api_base: str = "https://console.tim.qq.com"
+    # Several tokens may be accepted during a rotation window (comma-separated).
+    im_callback_tokens: tuple[Secret, ...] = ()
+    im_callback_max_skew_seconds: int = 60
+    im_rate_limit_per_second: int = 200
+    confirm_timeout_seconds: int = 120
+    api_tokens: tuple[Secret, ...] = ()
+    redis_url: Secret | None = None
+    spool_dir: Path = Path("instance/spool")
+    im_callback_allowed_ips: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    metrics_public: bool = True
+    log_format: str = "text"
+    log_level: str = "INFO"
+    # Dispatcher tuning (not part of the contract; documented in .env.example).
+    dispatch_concurrency: int = 16
+    dispatch_lease_seconds: int = 60
+    dispatch_max_attempts: int = 8
+    im_http_timeout_seconds: float = 5.0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The file path of a SQLite database URL, or None for other databases."""
+        prefix = "sqlite:///"
+        if self.database_url.startswith(prefix) and ":memory:" not in self.database_url:
+            return Path(self.database_url[len(prefix):].split("?", 1)[0])
+        return None
+
+    def with_overrides(self, **changes: Any) -> "Config":
+        return replace(self, **changes)
+
+    def public_summary(self) -> dict[str, Any]:
+        """Settings safe to print or log: secrets show only whether they are set."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Secret):
+                value = "set"
+            elif isinstance(value, tuple) and value and isinstance(value[0], Secret):
+                value = f"{len(value)} set"
+            elif f.name == "database_url":
+                value = _mask_url_password(value)
+            out[f.name] = value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
+        return out
+
+
+def _mask_url_password(url: str) -> str:
+    if "://" in url and "@" in url.split("://", 1)[1]:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        if ":" in creds:
+            user = creds.split(":", 1)[0]
+            return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _secret(env: Mapping[str, str], name: str) -> Secret | None:
+    raw = env.get(name, "").strip()
+    return Secret(raw) if raw else None
+
+
+def _secret_list(env: Mapping[str, str], name: str) -> tuple[Secret, ...]:
+    return tuple(Secret(t.strip()) for t in env.get(name, "").split(",") if t.strip())
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be a boolean (true/false), got {raw!r}")
+
+
+def _networks(env: Mapping[str, str], name: str):
+    nets = []
+    for item in env.get(name, "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            nets.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(f"{name}: {item!r} is not an IP address or network") from None
+    return tuple(nets)
+
+
+def load_config(environ: Mapping[str, str] | None = None, *, dotenv_path: str | None = ".env") -> Config:
+    """Build a Config from the environment (and a `.env` file, which the environment overrides)."""
+    env: dict[str, str] = {}
+    if dotenv_path and Path(dotenv_path).is_file():
+        env.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+    env.update(os.environ if environ is None else environ)
+
+    api_base = env.get("IM_API_BASE", "").strip() or Config.im_api_base
+    if not api_base.startswith(("http://", "https://")):
+        raise ConfigError(f"IM_API_BASE must start with http:// or https://, got {api_base!r}")
+    admin = env.get("IM_ADMIN_IDENTIFIER", "").strip() or Config.im_admin_identifier
+    log_format = env.get("LOG_FORMAT", "").strip().lower() or Config.log_format
+    if log_format not in {"text", "json"}:
+        raise ConfigError(f"LOG_FORMAT must be 'text' or 'json', got {log_format!r}")
+    database_url = env.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL
+    if database_url.startswith("postgres://"):
+        database_url = "postgresql+psycopg://" + database_url[len("postgres://"):]
+    elif database_url.startswith("postgresql://"):
+        database_url = "postgresql+psycopg://" + database_url[len("postgresql://"):]
+
+    return Config(
+        database_url=database_url,
+        im_sdkappid=_int(env, "IM_SDKAPPID", Config.im_sdkappid, minimum=1),
+        im_secret_key=_secret(env, "IM_SECRET_KEY"),
+        im_admin_identifier=admin,
+        im_api_base=api_base.rstrip("/"),
+        im_callback_tokens=_secret_list(env, "IM_CALLBACK_TOKEN"),
+        im_callback_max_skew_seconds=_int(env, "IM_CALLBACK_MAX_SKEW_SECONDS", 60, minimum=1),
+        im_rate_limit_per_second=_int(env, "IM_RATE_LIMIT_PER_SECOND", 200, minimum=1),
+        confirm_timeout_seconds=_int(env, "CONFIRM_TIMEOUT_SECONDS", 120, minimum=1),
+        api_tokens=_secret_list(env, "API_TOKENS"),
+        redis_url=_secret(env, "REDIS_URL"),
+        spool_dir=Path(env.get("SPOOL_DIR", "").strip() or "instance/spool"),
+        im_callback_allowed_ips=_networks(env, "IM_CALLBACK_ALLOWED_IPS"),
+        metrics_public=_bool(env, "METRICS_PUBLIC", True),
+        log_format=log_format,
+        log_level=(env.get("LOG_LEVEL", "").strip() or "INFO").upper(),
+        dispatch_concurrency=_int(env, "DISPATCH_CONCURRENCY", 16, minimum=1),
+        dispatch_lease_seconds=_int(env, "DISPATCH_LEASE_SECONDS", 60, minimum=5),
+        dispatch_max_attempts=_int(env, "DISPATCH_MAX_ATTEMPTS", 8, minimum=1),
+        im_http_timeout_seconds=float(_int(env, "IM_HTTP_TIMEOUT_SECONDS", 5, minimum=4)),
+    )
