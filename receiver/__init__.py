@@ -1,1 +1,41 @@
 """Tencent Cloud IM group-dismissal receiver: callbacks in, dismissals out, matched."""
+
+from __future__ import annotations
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from receiver.config import Config, load_config
+
+
+def create_app(config: Config | None = None, *, database=None, metrics=None) -> Flask:
+    """Build the web application (the only place that creates a Flask app)."""
+    from receiver import db, migrate
+    from receiver.callbacks.views import bp as callbacks_bp
+    from receiver.health import bp as health_bp
+    from receiver.logs import configure_logging
+    from receiver.metrics import Metrics
+
+    config = config or load_config()
+    configure_logging(config)
+    app = Flask(__name__, instance_relative_config=False)
+    app.config["RECEIVER"] = config
+    app.config["MAX_CONTENT_LENGTH"] = 4 * 1024 * 1024
+    app.json.sort_keys = False
+
+    database = database or db.Database(config.database_url)
+    db.init_app(app, database)
+    app.extensions["receiver.metrics"] = metrics or Metrics()
+    app.extensions["receiver.migration_head"] = migrate.head_revision()
+
+    app.register_blueprint(health_bp)
+    app.register_blueprint(callbacks_bp)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        return jsonify(code=exc.code, status=exc.name, message=exc.description), exc.code
+
+    from receiver.cli import register_cli
+
+    register_cli(app)
+    return app

@@ -1,0 +1,5 @@
+"""`flask --app app …` entry point."""
+
+from receiver import create_app
+
+app = create_app()

@@ -1,0 +1,1 @@
+"""The IM callback endpoint: verify, validate, record, acknowledge."""

@@ -1,0 +1,113 @@
+"""Engine, sessions and the declarative base; one session per web request, `session_scope` elsewhere."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Iterator
+
+from flask import Flask, current_app, g
+from sqlalchemy import MetaData, create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def is_sqlite(engine_or_url) -> bool:
+    url = getattr(engine_or_url, "url", engine_or_url)
+    return str(url).startswith("sqlite")
+
+
+def make_engine(url: str, **kwargs) -> Engine:
+    """Create an engine; SQLite gets WAL, a busy timeout and immediate write transactions."""
+    if url.startswith("sqlite"):
+        if url.startswith("sqlite:///") and ":memory:" not in url:
+            Path(url[len("sqlite:///"):].split("?", 1)[0]).parent.mkdir(parents=True, exist_ok=True)
+        kwargs.setdefault("connect_args", {}).setdefault("check_same_thread", False)
+        engine = create_engine(url, **kwargs)
+        _configure_sqlite(engine)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 20)
+    return create_engine(url, **kwargs)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    # pysqlite's own transaction handling cannot do SAVEPOINTs and upgrades read locks to write
+    # locks lazily (SQLITE_BUSY that busy_timeout cannot wait out). We take over: autocommit at
+    # the driver, and an explicit BEGIN IMMEDIATE so every transaction queues for the write lock.
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+        cur = dbapi_connection.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+class Database:
+    """The engine and session factory an app (or worker) uses."""
+
+    def __init__(self, url: str, *, engine: Engine | None = None, session_factory=None) -> None:
+        self.url = url
+        self.engine = engine or make_engine(url)
+        self.session_factory = session_factory or make_session_factory(self.engine)
+
+    @contextlib.contextmanager
+    def session_scope(self) -> Iterator[Session]:
+        """A session that commits on success and rolls back on any error."""
+        session = self.session_factory()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def init_app(app: Flask, database: Database) -> None:
+    app.extensions["receiver.db"] = database
+
+    @app.teardown_appcontext
+    def _close_session(_exc):
+        session = g.pop("db_session", None)
+        if session is not None:
+            session.close()
+
+
+def get_database(app: Flask | None = None) -> Database:
+    return (app or current_app).extensions["receiver.db"]
+
+
+def get_session() -> Session:
+    """The session of the current request (created on first use, closed on teardown)."""
+    if "db_session" not in g:
+        g.db_session = get_database().session_factory()
+    return g.db_session

@@ -1,0 +1,1 @@
+"""The dismissal lifecycle: request, dispatch, match, reconcile."""

@@ -1,0 +1,39 @@
+"""Liveness and readiness probes for load balancers and orchestrators."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from receiver import migrate
+from receiver.db import get_database
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz():
+    """Report that the process is up."""
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz():
+    """Report whether the database is reachable and migrated to head."""
+    database = get_database()
+    checks: dict[str, object] = {}
+    ready = True
+    try:
+        with database.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+        current = migrate.current_revision(database.engine)
+        head = current_app.extensions["receiver.migration_head"]
+        checks["migrations"] = {"current": current, "head": head}
+        if current != head:
+            ready = False
+    except SQLAlchemyError as exc:
+        ready = False
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+    return jsonify(status="ready" if ready else "not ready", checks=checks), (200 if ready else 503)

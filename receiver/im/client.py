@@ -1,0 +1,230 @@
+"""Tencent IM REST client for the group APIs: signs, rate-limits, times and translates errors."""
+
+from __future__ import annotations
+
+import enum
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from receiver.im.errors import (
+    CODE_BAD_ANSWER,
+    CODE_HTTP_STATUS,
+    CODE_NETWORK,
+    ErrorKind,
+    IMError,
+    RESIGN_CODES,
+    classify,
+    redact,
+)
+from receiver.im.ratelimit import Limiter
+from receiver.im.usersig import AdminSigner
+
+SERVICE = "group_open_http_svc"
+MAX_GROUPS_PER_INFO_CALL = 50
+POOL_SIZE = 32
+
+
+@dataclass(frozen=True)
+class IMCall:
+    """One answered IM REST call (the last attempt, after any re-sign)."""
+
+    api: str
+    http_status: int | None
+    error_code: int
+    error_info: str
+    duration: float
+    body: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+class ProbeState(enum.Enum):
+    EXISTS = "exists"
+    GONE = "gone"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class GroupProbe:
+    """What get_group_info said about one group."""
+
+    group_id: str
+    state: ProbeState
+    error_code: int = 0
+    error_info: str = ""
+    info: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def exists(self) -> bool:
+        return self.state is ProbeState.EXISTS
+
+    @property
+    def gone(self) -> bool:
+        return self.state is ProbeState.GONE
+
+
+def new_session(pool_size: int = POOL_SIZE) -> requests.Session:
+    """A keep-alive session whose pool holds `pool_size` connections per host, no hidden retries."""
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
+class IMRestClient:
+    """Client for `v4/group_open_http_svc/*`; every failure becomes an `IMError`."""
+
+    def __init__(self, config, *, limiter: Limiter, signer: AdminSigner | None = None,  # noqa: ANN001
+                 session: requests.Session | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 rng: random.Random | None = None,
+                 on_call: Callable[[IMCall], None] | None = None) -> None:
+        if signer is None:
+            if not config.im_secret_key:
+                raise ValueError("IM_SECRET_KEY is not set: cannot sign IM REST calls")
+            signer = AdminSigner(config.im_sdkappid, config.im_secret_key, config.im_admin_identifier)
+        self.base_url = config.im_api_base.rstrip("/")
+        self.sdkappid = int(config.im_sdkappid)
+        self.identifier = config.im_admin_identifier
+        self.timeout = max(float(config.im_http_timeout_seconds), 3.5)
+        self.limiter = limiter
+        self.signer = signer
+        self.session = session if session is not None else new_session()
+        self._clock = clock
+        self._rng = rng if rng is not None else random.SystemRandom()
+        self._on_call = on_call
+
+    def __repr__(self) -> str:
+        return f"IMRestClient(base_url={self.base_url!r}, sdkappid={self.sdkappid}, identifier={self.identifier!r})"
+
+    def close(self) -> None:
+        self.session.close()
+
+    # -- the three APIs -------------------------------------------------------------------------
+
+    def destroy_group(self, group_id: str) -> IMCall:
+        """Dismiss a group; raise IMError (kind GONE for 10010) on failure."""
+        call = self._call("destroy_group", {"GroupId": group_id})
+        if call.error_code != 0:
+            raise self._error(call)
+        return call
+
+    def get_group_info(self, group_ids: list[str]) -> dict[str, GroupProbe]:
+        """Probe up to 50 groups; each answer is read from that group's own ErrorCode."""
+        ids = list(dict.fromkeys(group_ids))
+        if not ids:
+            return {}
+        if len(ids) > MAX_GROUPS_PER_INFO_CALL:
+            raise ValueError(f"get_group_info takes at most {MAX_GROUPS_PER_INFO_CALL} groups, got {len(ids)}")
+        body = {
+            "GroupIdList": ids,
+            "ResponseFilter": {"GroupBaseInfoFilter": ["Type", "Name", "Owner_Account", "MemberNum"]},
+        }
+        call = self._call("get_group_info", body)
+        answers = call.body.get("GroupInfo")
+        if not isinstance(answers, list):
+            if call.error_code != 0:
+                raise self._error(call)
+            raise IMError("get_group_info", CODE_BAD_ANSWER, "answer has no GroupInfo list",
+                          http_status=call.http_status, duration=call.duration)
+        probes: dict[str, GroupProbe] = {}
+        for item in answers:
+            if isinstance(item, dict) and isinstance(item.get("GroupId"), str):
+                probes[item["GroupId"]] = _probe(item)
+        for gid in ids:
+            if gid not in probes:
+                probes[gid] = GroupProbe(gid, ProbeState.ERROR, CODE_BAD_ANSWER, "group missing from answer")
+        return {gid: probes[gid] for gid in ids}
+
+    def create_group(self, type: str, name: str, owner: str | None = None,  # noqa: A002
+                     group_id: str | None = None, members: Iterable[str] = ()) -> str:
+        """Create a group and return its ID (the custom one, or the one IM assigned)."""
+        body: dict[str, Any] = {"Type": type, "Name": name}
+        if owner is not None:
+            body["Owner_Account"] = owner
+        if group_id is not None:
+            body["GroupId"] = group_id
+        member_list = [{"Member_Account": m} for m in members]
+        if member_list:
+            body["MemberList"] = member_list
+        call = self._call("create_group", body)
+        if call.error_code != 0:
+            raise self._error(call)
+        created = call.body.get("GroupId")
+        if not isinstance(created, str) or not created:
+            raise IMError("create_group", CODE_BAD_ANSWER, "answer has no GroupId",
+                          http_status=call.http_status, duration=call.duration)
+        return created
+
+    # -- transport ------------------------------------------------------------------------------
+
+    def _call(self, api: str, body: dict[str, Any]) -> IMCall:
+        call = self._attempt(api, body, self.signer.current())
+        if call.error_code in RESIGN_CODES:
+            # The cached sig expired or was refused: issue a fresh one and retry exactly once.
+            call = self._attempt(api, body, self.signer.force_renew())
+        return call
+
+    def _attempt(self, api: str, body: dict[str, Any], usersig: str) -> IMCall:
+        self.limiter.acquire(api)
+        params = {
+            "sdkappid": str(self.sdkappid),
+            "identifier": self.identifier,
+            "usersig": usersig,
+            "random": str(self._rng.getrandbits(32)),
+            "contenttype": "json",
+        }
+        url = f"{self.base_url}/v4/{SERVICE}/{api}"
+        started = self._clock()
+        try:
+            resp = self.session.post(url, params=params, json=body, timeout=self.timeout)
+        except requests.RequestException as exc:
+            duration = self._clock() - started
+            info = redact(f"{type(exc).__name__}: {exc}").replace(usersig, "***")
+            call = IMCall(api, None, CODE_NETWORK, info, duration)
+            self._record(call)
+            raise IMError(api, CODE_NETWORK, info, duration=duration) from None
+        duration = self._clock() - started
+        call = _parse(api, resp, duration, usersig)
+        self._record(call)
+        return call
+
+    def _record(self, call: IMCall) -> None:
+        if self._on_call is not None:
+            self._on_call(call)
+
+    @staticmethod
+    def _error(call: IMCall) -> IMError:
+        return IMError(call.api, call.error_code, call.error_info, http_status=call.http_status,
+                       duration=call.duration)
+
+
+def _parse(api: str, resp: requests.Response, duration: float, usersig: str) -> IMCall:
+    status = resp.status_code
+    if status != 200:
+        return IMCall(api, status, CODE_HTTP_STATUS, f"HTTP {status}", duration)
+    try:
+        body = resp.json()
+    except ValueError:
+        return IMCall(api, status, CODE_BAD_ANSWER, "answer is not JSON", duration)
+    if not isinstance(body, dict) or not isinstance(body.get("ErrorCode"), int):
+        return IMCall(api, status, CODE_BAD_ANSWER, "answer has no integer ErrorCode", duration)
+    info = redact(str(body.get("ErrorInfo", ""))).replace(usersig, "***")
+    return IMCall(api, status, body["ErrorCode"], info, duration, body)
+
+
+def _probe(item: dict[str, Any]) -> GroupProbe:
+    gid = item["GroupId"]
+    code = item.get("ErrorCode", 0)
+    info = str(item.get("ErrorInfo", ""))
+    if not isinstance(code, int):
+        return GroupProbe(gid, ProbeState.ERROR, CODE_BAD_ANSWER, "ErrorCode is not an integer")
+    if code == 0:
+        return GroupProbe(gid, ProbeState.EXISTS, 0, info, item)
+    if classify("get_group_info", code) is ErrorKind.GONE:
+        return GroupProbe(gid, ProbeState.GONE, code, info)
+    return GroupProbe(gid, ProbeState.ERROR, code, info)

@@ -1,0 +1,161 @@
+"""Per-API rate limiting for IM REST calls: even pacing plus a hard moving-window ceiling.
+
+Tencent counts calls per calendar second *on receipt*. A plain moving window lets a whole
+second's budget leave in one burst, and network jitter can then land two bursts in the same
+receiving second. So calls are paced (one slot every 1/rate seconds, shared through Redis when
+configured) at a rate a little under the ceiling, and a `limits` moving window at the ceiling
+stays behind it as a safety net.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable, Protocol
+
+from limits import RateLimitItemPerSecond
+from limits.storage import MemoryStorage, RedisStorage, storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+
+DEFAULT_MARGIN = 0.025  # pace at 97.5 % of the ceiling: absorbs ~20 ms of receive-side jitter
+
+_PACE_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local interval = tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local slot = now
+if tat > now then slot = tat end
+local nxt = slot + interval
+redis.call('SET', KEYS[1], string.format('%.6f', nxt), 'PX', math.ceil((nxt - now) * 1000) + 1000)
+return string.format('%.6f', slot - now)
+"""
+
+
+class RateLimiterUnavailable(RuntimeError):
+    """The shared rate-limit store (Redis) could not be reached."""
+
+
+class Limiter(Protocol):
+    def acquire(self, api: str) -> float: ...
+
+
+class Pacer(Protocol):
+    def reserve(self, api: str) -> float:
+        """Claim the next free slot for `api`; return the seconds until it starts."""
+        ...
+
+
+class MemoryPacer:
+    """In-process pacer: slots `interval` seconds apart, per API name."""
+
+    def __init__(self, interval: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self._clock = clock
+        self._next: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def reserve(self, api: str) -> float:
+        with self._lock:
+            now = self._clock()
+            slot = max(now, self._next.get(api, now))
+            self._next[api] = slot + self.interval
+            return slot - now
+
+
+class RedisPacer:
+    """Pacer shared by every process and host using the same Redis (and Redis's own clock)."""
+
+    def __init__(self, redis_client, interval: float, *, key_prefix: str) -> None:  # noqa: ANN001
+        self.interval = interval
+        self.key_prefix = key_prefix
+        self._script = redis_client.register_script(_PACE_SCRIPT)
+
+    def reserve(self, api: str) -> float:
+        try:
+            return float(self._script(keys=[f"{self.key_prefix}:pace:{api}"], args=[repr(self.interval)]))
+        except Exception as exc:  # redis.RedisError and socket errors
+            raise RateLimiterUnavailable(f"rate-limit store unreachable: {type(exc).__name__}") from None
+
+
+class WindowCap:
+    """Hard ceiling: at most `per_second` acquisitions in any moving one-second window."""
+
+    def __init__(self, storage: MemoryStorage | RedisStorage, per_second: int, *,
+                 key_prefix: str) -> None:
+        self._limiter = MovingWindowRateLimiter(storage)
+        self._item = RateLimitItemPerSecond(per_second, 1, namespace=key_prefix)
+
+    def hit(self, api: str) -> bool:
+        try:
+            return self._limiter.hit(self._item, api)
+        except Exception as exc:
+            raise RateLimiterUnavailable(f"rate-limit store unreachable: {type(exc).__name__}") from None
+
+    def retry_in(self, api: str) -> float:
+        reset = self._limiter.get_window_stats(self._item, api).reset_time
+        return max(0.0, reset - time.time())
+
+
+class RateLimiter:
+    """Block until a call to `api` is allowed: wait for a paced slot, then pass the ceiling."""
+
+    def __init__(self, pacer: Pacer, cap: WindowCap | None = None, *,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.pacer = pacer
+        self.cap = cap
+        self._sleep = sleep
+        self._clock = clock
+
+    def acquire(self, api: str) -> float:
+        """Wait until a call to `api` may be sent; return the seconds waited."""
+        start = self._clock()
+        wait = self.pacer.reserve(api)
+        if wait > 0:
+            self._sleep(wait)
+        if self.cap is not None:
+            while not self.cap.hit(api):
+                self._sleep(min(max(self.cap.retry_in(api), 0.001), 0.05))
+        return self._clock() - start
+
+    def __repr__(self) -> str:
+        return f"RateLimiter(pacer={type(self.pacer).__name__}, cap={self.cap is not None})"
+
+
+class UnlimitedLimiter:
+    """A limiter that never waits (tests, one-off CLI probes)."""
+
+    def __init__(self) -> None:
+        self.acquired: list[str] = []
+
+    def acquire(self, api: str) -> float:
+        self.acquired.append(api)
+        return 0.0
+
+
+def build_limiter(config, *, margin: float = DEFAULT_MARGIN, key_prefix: str = "imrl",  # noqa: ANN001
+                  sleep: Callable[[float], None] = time.sleep) -> RateLimiter:
+    """Build the limiter for `config`: shared through Redis when REDIS_URL is set, else in-process."""
+    per_second = int(config.im_rate_limit_per_second)
+    return build_rate_limiter(per_second, redis_url=config.redis_url.reveal() if config.redis_url else None,
+                              margin=margin, key_prefix=key_prefix, sleep=sleep)
+
+
+def build_rate_limiter(per_second: int, *, redis_url: str | None = None,
+                       margin: float = DEFAULT_MARGIN, key_prefix: str = "imrl",
+                       sleep: Callable[[float], None] = time.sleep) -> RateLimiter:
+    """Build a limiter pacing at `per_second * (1 - margin)` under a hard `per_second` ceiling."""
+    if per_second < 1:
+        raise ValueError("per_second must be >= 1")
+    if not 0 <= margin < 0.5:
+        raise ValueError("margin must be in [0, 0.5)")
+    interval = 1.0 / (per_second * (1.0 - margin))
+    if redis_url:
+        storage = storage_from_string(redis_url, key_prefix=key_prefix)
+        assert isinstance(storage, RedisStorage)
+        pacer: Pacer = RedisPacer(storage.get_connection(), interval, key_prefix=key_prefix)
+    else:
+        storage = storage_from_string("memory://")
+        pacer = MemoryPacer(interval)
+    return RateLimiter(pacer, WindowCap(storage, per_second, key_prefix=key_prefix), sleep=sleep)

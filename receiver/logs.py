@@ -1,0 +1,65 @@
+"""Structured logging: one line per event, JSON in production, key=value text in development."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from datetime import datetime, timezone
+
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+# Belt and braces: whatever slips into a message, these never leave the process.
+_SECRET_PATTERNS = [
+    re.compile(r"(usersig=)[^&\s\"']+", re.I),
+    re.compile(r"(Sign=)[0-9a-fA-F]{16,}", re.I),
+    re.compile(r"(Bearer\s+)[^\s\"']+", re.I),
+]
+
+
+def mask_secrets(text: str) -> str:
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(r"\1***", text)
+    return text
+
+
+def _extras(record: logging.LogRecord) -> dict:
+    return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
+
+
+class JSONFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "ts": datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        out.update(_extras(record))
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return mask_secrets(json.dumps(out, default=str, ensure_ascii=False))
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        ts = datetime.fromtimestamp(record.created, tz=timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+        extras = " ".join(f"{k}={v}" for k, v in _extras(record).items())
+        line = f"{ts} {record.levelname:<7} {record.name}: {record.getMessage()}" + (f"  {extras}" if extras else "")
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return mask_secrets(line)
+
+
+def configure_logging(config) -> None:
+    """Install our formatter on the root logger once per process."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JSONFormatter() if config.log_format == "json" else TextFormatter())
+    handler.set_name("receiver")
+    root = logging.getLogger()
+    root.handlers[:] = [h for h in root.handlers if h.get_name() != "receiver"]
+    root.addHandler(handler)
+    root.setLevel(config.log_level)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)

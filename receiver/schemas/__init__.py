@@ -1,0 +1,1 @@
+"""Marshmallow schemas: Tencent's wire format in, our API in and out."""
