@@ -80,6 +80,9 @@ class Config:
             return Path(self.database_url[len(prefix):].split("?", 1)[0])
         return None
 
+    def __repr__(self) -> str:
+        return f"Config({self.public_summary()!r})"
+
     def with_overrides(self, **changes: Any) -> "Config":
         return replace(self, **changes)
 

@@ -24,11 +24,11 @@ def readyz():
     database = get_database()
     checks: dict[str, object] = {}
     ready = True
+    session = database.session_factory()
     try:
-        with database.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        session.execute(text("SELECT 1"))
         checks["database"] = "ok"
-        current = migrate.current_revision(database.engine)
+        current = migrate.current_revision(session.connection())
         head = current_app.extensions["receiver.migration_head"]
         checks["migrations"] = {"current": current, "head": head}
         if current != head:
@@ -36,4 +36,6 @@ def readyz():
     except SQLAlchemyError as exc:
         ready = False
         checks["database"] = f"unreachable: {type(exc).__name__}"
+    finally:
+        session.close()
     return jsonify(status="ready" if ready else "not ready", checks=checks), (200 if ready else 503)

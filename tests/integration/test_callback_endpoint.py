@@ -1,0 +1,209 @@
+"""`POST /im/callback` over real HTTP on loopback: every row of CONTRACT §3."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+import requests
+from sqlalchemy import func, select
+
+from receiver.models import Callback, CallbackState, Confirmation, Dismissal, GroupMember, Source, Status, utcnow
+from tests.conftest import TEST_SDKAPPID
+from tests.helpers import callback_query, destroyed_body, encode
+
+TOKEN = "callback-token-xyz"
+
+
+def post(server, body, query=None, **kw):
+    query = query if query is not None else callback_query(TEST_SDKAPPID)
+    data = body if isinstance(body, (bytes, str)) else encode(body)
+    return server.http.post(f"{server.url}/im/callback?{query}", data=data,
+                            headers={"Content-Type": "application/json"}, **kw)
+
+
+def count(db, model, *where):
+    with db.session_scope() as s:
+        return s.scalar(select(func.count()).select_from(model).where(*where))
+
+
+def assert_envelope(resp, status, ok):
+    assert resp.status_code == status
+    body = resp.json()
+    assert set(body) == {"ActionStatus", "ErrorCode", "ErrorInfo"}
+    assert body["ActionStatus"] == ("OK" if ok else "FAIL")
+    assert (body["ErrorCode"] == 0) == ok
+    return body
+
+
+def test_valid_callback_is_stored_and_recorded_as_external_dismissal(live, db):
+    resp = post(live, destroyed_body("@TGS#AAA"))
+    assert_envelope(resp, 200, True)
+    with db.session_scope() as s:
+        cb = s.scalars(select(Callback)).one()
+        assert (cb.state, cb.group_id, cb.group_type, cb.owner_account, cb.name, cb.member_count) == \
+            (CallbackState.ACCEPTED, "@TGS#AAA", "Public", "leckie", "MyFirstGroup", 3)
+        assert cb.opt_platform == "RESTAPI" and cb.client_ip == "127.0.0.1"
+        assert cb.event_time.isoformat().startswith("2022-12-09T08:26:54.123")
+        assert json.loads(cb.raw_body)["GroupId"] == "@TGS#AAA"
+        d = s.scalars(select(Dismissal)).one()
+        assert (d.source, d.status, d.confirmation, d.callback_id) == (Source.EXTERNAL, Status.CONFIRMED, Confirmation.CALLBACK, cb.id)
+        accounts = s.scalars(select(GroupMember.account).where(GroupMember.dismissal_id == d.id).order_by(GroupMember.account)).all()
+        assert accounts == ["bob", "leckie", "peter"]
+
+
+def test_redelivery_is_acknowledged_but_stored_once(live, db):
+    for _ in range(3):
+        assert_envelope(post(live, destroyed_body("@TGS#DUP")), 200, True)
+    with db.session_scope() as s:
+        cb = s.scalars(select(Callback)).one()
+        assert cb.duplicates == 2
+    assert count(db, Dismissal) == 1
+    assert count(db, GroupMember) == 3
+
+
+def test_same_group_with_a_new_event_time_is_a_new_event(live, db):
+    # A custom group ID can be re-created and dismissed again later.
+    post(live, destroyed_body("custom-1", event_time=1670574414123))
+    post(live, destroyed_body("custom-1", event_time=1670574999999))
+    assert count(db, Callback) == 2
+    assert count(db, Dismissal) == 2
+
+
+@pytest.mark.parametrize("command", ["Group.CallbackBeforeSendMsg", "Group.CallbackBeforeCreateGroup",
+                                     "C2C.CallbackAfterSendMsg", "State.StateChange"])
+def test_other_commands_are_acknowledged_at_once_and_not_stored(live, db, command):
+    resp = post(live, b"this is not even json", callback_query(TEST_SDKAPPID, command))
+    assert_envelope(resp, 200, True)
+    assert count(db, Callback) == 0
+
+
+def test_foreign_sdkappid_is_forbidden_and_nothing_stored(live, db, app):
+    resp = post(live, destroyed_body(), callback_query(TEST_SDKAPPID + 1))
+    body = assert_envelope(resp, 403, False)
+    assert "SdkAppid" in body["ErrorInfo"]
+    assert count(db, Callback) == 0
+    metrics = app.extensions["receiver.metrics"]
+    assert metrics.callbacks.labels(command="Group.CallbackAfterGroupDestroyed", outcome="rejected_sdkappid_mismatch")._value.get() == 1
+
+
+@pytest.fixture
+def signed_live(app_factory, db, live_server_factory):
+    from receiver.config import Secret
+    return live_server_factory(app_factory(db, im_callback_tokens=(Secret(TOKEN),)))
+
+
+def test_valid_sign_is_accepted(signed_live, db):
+    assert_envelope(post(signed_live, destroyed_body(), callback_query(TEST_SDKAPPID, token=TOKEN)), 200, True)
+    assert count(db, Callback) == 1
+
+
+@pytest.mark.parametrize("query_kw", [
+    {},  # Sign and RequestTime missing
+    {"token": "wrong-token"},
+    {"token": TOKEN, "request_time": int(time.time()) - 120},
+    {"token": TOKEN, "request_time": int(time.time()) + 120},
+])
+def test_missing_wrong_or_stale_sign_is_unauthorized(signed_live, db, query_kw):
+    resp = post(signed_live, destroyed_body(), callback_query(TEST_SDKAPPID, **query_kw))
+    body = assert_envelope(resp, 401, False)
+    assert TOKEN not in body["ErrorInfo"]
+    assert count(db, Callback) == 0
+
+
+@pytest.mark.parametrize("raw,needle", [
+    (b"{not json", "malformed JSON"),
+    (b"\xff\xfe\x00garbage", "UTF-8"),
+    (b"[1, 2]", "must be an object"),
+    (b'{"GroupId": "a", "GroupId": "b", "CallbackCommand": "Group.CallbackAfterGroupDestroyed", "Type": "Public"}', "duplicate key"),
+    (b"[" * 100000 + b"]" * 100000, "malformed JSON"),
+    (encode({"CallbackCommand": "Group.CallbackAfterGroupDestroyed", "Type": "Public"}), "GroupId"),
+    (encode(destroyed_body(EventTime="yesterday")), "EventTime"),
+    (encode(destroyed_body(MemberList=[{"Member_Account": None}])), "MemberList"),
+    (encode(destroyed_body(CallbackCommand="Group.CallbackAfterGroupInfoChanged")), "does not match"),
+])
+def test_broken_requests_are_quarantined_with_the_reason(live, db, raw, needle):
+    resp = post(live, raw)
+    body = assert_envelope(resp, 400, False)
+    assert needle in body["ErrorInfo"]
+    with db.session_scope() as s:
+        q = s.scalars(select(Callback)).one()
+        assert q.state == CallbackState.QUARANTINED
+        assert needle in q.quarantine_reason
+        assert q.raw_body == raw
+        assert "SdkAppid=" in q.query_string
+    assert count(db, Dismissal) == 0
+
+
+def test_body_over_one_mib_is_refused(live, db):
+    big = destroyed_body(members=[f"user{i:07d}" for i in range(40000)])
+    raw = encode(big)
+    assert len(raw) > 1024 * 1024
+    assert_envelope(post(live, raw), 413, False)
+    assert count(db, Callback) == 0
+
+
+def test_callback_confirms_our_open_dismissal(live, db):
+    with db.session_scope() as s:
+        d = Dismissal(group_id="@TGS#OURS", sdkappid=TEST_SDKAPPID, source=Source.API, status=Status.AWAITING_CALLBACK,
+                      requested_at=utcnow() - timedelta(seconds=2), sent_at=utcnow(), attempts=1)
+        s.add(d)
+    post(live, destroyed_body("@TGS#OURS", event_time=int(time.time() * 1000)))
+    with db.session_scope() as s:
+        rows = s.scalars(select(Dismissal)).all()
+        assert len(rows) == 1
+        assert (rows[0].status, rows[0].confirmation, rows[0].source) == (Status.CONFIRMED, Confirmation.CALLBACK, Source.API)
+        assert rows[0].callback_id is not None and rows[0].confirmed_at is not None
+
+
+@pytest.mark.parametrize("status", [Status.FAILED, Status.UNCONFIRMED, Status.QUEUED, Status.SENDING, Status.RETRYING])
+def test_evidence_wins_over_any_state(live, db, status):
+    with db.session_scope() as s:
+        s.add(Dismissal(group_id="g-evidence", sdkappid=TEST_SDKAPPID, source=Source.API, status=status,
+                        requested_at=utcnow() - timedelta(seconds=1), attempts=1))
+    post(live, destroyed_body("g-evidence", event_time=int(time.time() * 1000)))
+    with db.session_scope() as s:
+        d = s.scalars(select(Dismissal)).one()
+        assert (d.status, d.confirmation) == (Status.CONFIRMED, Confirmation.CALLBACK)
+
+
+def test_callback_for_a_dismissal_older_than_our_request_is_external(live, db):
+    """A late callback of a user's dismissal must not be passed off as ours."""
+    with db.session_scope() as s:
+        s.add(Dismissal(group_id="g-late", sdkappid=TEST_SDKAPPID, source=Source.API, status=Status.QUEUED,
+                        requested_at=utcnow(), attempts=0))
+    post(live, destroyed_body("g-late", event_time=int((time.time() - 3600) * 1000)))
+    with db.session_scope() as s:
+        rows = {d.source: d for d in s.scalars(select(Dismissal))}
+        assert rows[Source.EXTERNAL].confirmation == Confirmation.CALLBACK
+        assert rows[Source.API].status == Status.CONFIRMED
+        assert rows[Source.API].confirmation == Confirmation.ALREADY_GONE
+        assert rows[Source.API].callback_id is None
+
+
+def test_eight_threads_posting_the_same_callback_store_one_row(committed_db, app_factory, live_server_factory):
+    server = live_server_factory(app_factory(committed_db), threaded=True)
+    url = f"{server.url}/im/callback?{callback_query(TEST_SDKAPPID)}"
+    raw = encode(destroyed_body("@TGS#RACE"))
+    barrier = threading.Barrier(8)
+    results: list[int] = []
+
+    def worker():
+        with requests.Session() as http:
+            barrier.wait()
+            results.append(http.post(url, data=raw, headers={"Content-Type": "application/json"}, timeout=30).status_code)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [200] * 8
+    with committed_db.session_scope() as s:
+        assert s.scalar(select(func.count()).select_from(Callback)) == 1
+        assert s.scalar(select(Callback.duplicates)) == 7
+        assert s.scalar(select(func.count()).select_from(Dismissal)) == 1
+        assert s.scalar(select(func.count()).select_from(GroupMember)) == 3
