@@ -31,6 +31,10 @@ def create_app(config: Config | None = None, *, database=None, metrics=None) -> 
     app.register_blueprint(health_bp)
     app.register_blueprint(callbacks_bp)
 
+    from receiver.api import init_api
+
+    init_api(app)
+
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
         return jsonify(code=exc.code, status=exc.name, message=exc.description), exc.code
