@@ -50,8 +50,102 @@ def db_current() -> None:
     click.echo(f"current: {migrate.current_revision(database.engine)}  head: {migrate.head_revision()}")
 
 
+@click.command("worker")
+@with_appcontext
+def worker_command() -> None:
+    """Run the dispatcher and reconciler until SIGTERM."""
+    from receiver.dismissals.worker import MissingSecretKey, run_worker
+
+    config = current_app.config["RECEIVER"]
+    try:
+        run_worker(config, get_database(), current_app.extensions["receiver.metrics"])
+    except MissingSecretKey as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.command("reconcile")
+@with_appcontext
+def reconcile_command() -> None:
+    """Probe dismissals whose callback is overdue, once, and print the outcome."""
+    from receiver.dismissals.reconciler import Reconciler
+    from receiver.dismissals.worker import RECONCILER_LEASE, MissingSecretKey, build_client, worker_id
+    from receiver.leases import DatabaseLease
+
+    config = current_app.config["RECEIVER"]
+    try:
+        client = build_client(config, current_app.extensions["receiver.metrics"])
+    except MissingSecretKey as exc:
+        raise click.ClickException(str(exc)) from None
+    lease = DatabaseLease(get_database(), RECONCILER_LEASE, f"cli:{worker_id()}", ttl=60)
+    if not lease.ensure():
+        raise click.ClickException("another reconciler (a running worker) holds the lease; it reconciles on its own")
+    try:
+        report = Reconciler(get_database(), client, confirm_timeout=config.confirm_timeout_seconds).run_once(max_batches=10_000)
+    finally:
+        lease.release()
+    click.echo(f"probed {report.probed}: confirmed {report.confirmed}, re-dispatched {report.redispatched}, "
+               f"unconfirmed {report.unconfirmed}, probe errors {report.errors}")
+
+
+@click.command("dismiss")
+@click.argument("group_ids", nargs=-1)
+@click.option("--file", "file_", type=click.File("r"), help="Read group IDs from FILE, one per line ('-' for stdin).")
+@click.option("--reason", help="Why these groups are dismissed (kept with each dismissal).")
+@click.option("--requested-by", default="cli", show_default=True, help="Who asked.")
+@click.option("--wait/--no-wait", default=False, help="Show progress until every dismissal is final.")
+@click.option("--timeout", type=float, default=600, show_default=True, help="Seconds to wait with --wait.")
+@with_appcontext
+def dismiss_command(group_ids, file_, reason, requested_by, wait, timeout) -> None:
+    """Queue dismissals of GROUP_IDS (and/or those in --file); the worker sends them."""
+    from receiver.dismissals.progress import wait_for_final
+    from receiver.dismissals.service import DismissalRequestError, MAX_BATCH, request_batch
+
+    ids = list(group_ids)
+    if file_ is not None:
+        ids += [line.strip() for line in file_ if line.strip() and not line.startswith("#")]
+    if not ids:
+        raise click.UsageError("give at least one GROUP_ID or --file")
+    config = current_app.config["RECEIVER"]
+    database = get_database()
+    dismissal_ids: list[str] = []
+    created = 0
+    try:
+        for i in range(0, len(ids), MAX_BATCH):
+            with database.session_scope() as session:
+                items = request_batch(session, sdkappid=config.im_sdkappid, group_ids=ids[i:i + MAX_BATCH],
+                                      reason=reason, requested_by=requested_by)
+                dismissal_ids += [item.dismissal.id for item in items]
+                created += sum(item.created for item in items)
+    except DismissalRequestError as exc:
+        raise click.BadParameter(str(exc), param_hint="GROUP_IDS") from None
+    click.echo(f"queued {created} new dismissal(s); {len(dismissal_ids) - created} already open")
+    if wait:
+        counts = wait_for_final(database, dismissal_ids, timeout=timeout)
+        click.echo("final: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        if counts.get("failed") or counts.get("unconfirmed") or counts.get("open"):
+            sys.exit(1)
+
+
+@click.command("status")
+@click.argument("dismissal_id")
+@with_appcontext
+def status_command(dismissal_id: str) -> None:
+    """Print one dismissal as JSON."""
+    import json
+
+    from receiver.dismissals.progress import describe
+
+    with get_database().session_scope() as session:
+        doc = describe(session, dismissal_id)
+    if doc is None:
+        raise click.ClickException(f"no dismissal {dismissal_id!r}")
+    click.echo(json.dumps(doc, indent=2))
+
+
 def register_cli(app: Flask) -> None:
     app.cli.add_command(db_group)
+    for command in (worker_command, reconcile_command, dismiss_command, status_command):
+        app.cli.add_command(command)
     try:
         from receiver.imsim.cli import imsim_command
     except ImportError:  # pragma: no cover - the simulator ships with the package

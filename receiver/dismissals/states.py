@@ -21,6 +21,7 @@ class Event(str, enum.Enum):
     PROBE_GONE = "probe_gone"  # get_group_info says the group no longer exists
     REDISPATCH = "redispatch"  # the probe found the group alive: send once more
     GIVE_UP = "give_up"  # no evidence after timeout and probes
+    RELEASE = "release"  # a stopping worker hands back a row it claimed but never sent
 
 
 _ANY_NOT_BY_CALLBACK = tuple(Status)  # callback evidence wins over every other state
@@ -36,6 +37,7 @@ ALLOWED_FROM: dict[Event, tuple[Status, ...]] = {
     Event.PROBE_GONE: (Status.AWAITING_CALLBACK, Status.UNCONFIRMED),
     Event.REDISPATCH: (Status.AWAITING_CALLBACK,),
     Event.GIVE_UP: (Status.AWAITING_CALLBACK,),
+    Event.RELEASE: (Status.SENDING,),
 }
 
 _TARGET: dict[Event, tuple[Status, Confirmation | None]] = {
@@ -48,6 +50,7 @@ _TARGET: dict[Event, tuple[Status, Confirmation | None]] = {
     Event.PROBE_GONE: (Status.CONFIRMED, Confirmation.PROBE),
     Event.REDISPATCH: (Status.QUEUED, None),
     Event.GIVE_UP: (Status.UNCONFIRMED, None),
+    Event.RELEASE: (Status.QUEUED, None),
 }
 
 

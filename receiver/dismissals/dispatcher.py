@@ -1,0 +1,206 @@
+"""The dispatcher: claim queued dismissals, call `destroy_group` under the rate limit, record answers."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Callable
+
+from sqlalchemy import and_, or_, select
+
+from receiver.db import Database
+from receiver.dismissals.states import Event, transition
+from receiver.im.errors import CODE_NETWORK, ErrorKind, IMError
+from receiver.models import Dismissal, DismissalAttempt, Status, utcnow
+
+log = logging.getLogger(__name__)
+
+_CLEAR_LEASE = dict(lease_owner=None, lease_expires_at=None)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with jitter for retryable IM errors."""
+
+    base: float = 1.0
+    cap: float = 60.0
+
+    def delay(self, attempts: int, hint: float | None = None, rng: random.Random = random.Random()) -> float:
+        if hint is not None:
+            return hint
+        ceiling = min(self.cap, self.base * (2 ** max(attempts - 1, 0)))
+        return ceiling * rng.uniform(0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    group_id: str
+    attempts: int
+
+
+class Dispatcher:
+    """Send claimed dismissals to IM with up to `concurrency` calls in flight."""
+
+    def __init__(self, database: Database, client, *, worker_id: str, concurrency: int = 16,
+                 lease_seconds: float = 60.0, max_attempts: int = 8, confirm_timeout: float = 120.0,
+                 backoff: Backoff = Backoff(), clock: Callable[[], datetime] = utcnow,
+                 on_transition: Callable[[str], None] | None = None) -> None:
+        self.database = database
+        self.client = client
+        self.worker_id = worker_id
+        self.concurrency = concurrency
+        self.lease = timedelta(seconds=lease_seconds)
+        self.max_attempts = max_attempts
+        self.confirm_timeout = timedelta(seconds=confirm_timeout)
+        self.backoff = backoff
+        self._clock = clock
+        self._on_transition = on_transition or (lambda event: None)
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="dispatch")
+        self._inflight: set[Future] = set()
+        self._lock = threading.Lock()
+        self.stopping = threading.Event()
+
+    # -- claiming ---------------------------------------------------------------------------------
+
+    def claim(self, limit: int) -> list[Claim]:
+        """Take up to `limit` due rows (queued, retrying, or sending with an expired lease)."""
+        if limit <= 0:
+            return []
+        now = self._clock()
+        with self.database.session_scope() as session:
+            rows = session.execute(
+                select(Dismissal.id, Dismissal.group_id, Dismissal.attempts)
+                .where(
+                    or_(
+                        and_(Dismissal.status.in_((Status.QUEUED, Status.RETRYING)), Dismissal.next_attempt_at <= now),
+                        and_(Dismissal.status == Status.SENDING, Dismissal.lease_expires_at < now),
+                    )
+                )
+                .order_by(Dismissal.next_attempt_at, Dismissal.id)
+                .limit(limit)
+                # PostgreSQL: concurrent workers skip each other's rows. SQLite ignores this and
+                # serialises claimers through BEGIN IMMEDIATE instead.
+                .with_for_update(skip_locked=True)
+            ).all()
+            claims = []
+            for row in rows:
+                if transition(session, row.id, Event.CLAIM, where=(
+                    or_(Dismissal.status != Status.SENDING, Dismissal.lease_expires_at < now),
+                ), lease_owner=self.worker_id, lease_expires_at=now + self.lease):
+                    claims.append(Claim(row.id, row.group_id, row.attempts))
+        for _ in claims:
+            self._on_transition(Event.CLAIM.value)
+        return claims
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def pump(self) -> int:
+        """Claim as many rows as there is room for in flight and start sending them; return how many."""
+        with self._lock:
+            self._inflight = {f for f in self._inflight if not f.done()}
+            room = 2 * self.concurrency - len(self._inflight)
+        if self.stopping.is_set():
+            return 0
+        claims = self.claim(room)
+        for claim in claims:
+            future = self._pool.submit(self._send, claim)
+            with self._lock:
+                self._inflight.add(future)
+        return len(claims)
+
+    def inflight(self) -> int:
+        with self._lock:
+            return sum(1 for f in self._inflight if not f.done())
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Wait for calls in flight (rows not yet sent are handed back when stopping)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.inflight():
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.drain(timeout=30)
+        self._pool.shutdown(wait=True)
+
+    def run_until_idle(self, timeout: float = 30.0) -> None:
+        """Send everything that is due now, then return (for the CLI and tests)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.pump() == 0 and self.inflight() == 0:
+                return
+            time.sleep(0.005)
+
+    # -- one send ---------------------------------------------------------------------------------
+
+    def _send(self, claim: Claim) -> None:
+        try:
+            if self.stopping.is_set():
+                with self.database.session_scope() as session:
+                    transition(session, claim.id, Event.RELEASE, where=(Dismissal.lease_owner == self.worker_id,),
+                               next_attempt_at=self._clock(), **_CLEAR_LEASE)
+                return
+            self._send_one(claim)
+        except Exception:  # a bug or the database: the lease expires and the row is retaken
+            log.exception("dispatch failed", extra={"dismissal_id": claim.id})
+
+    def _send_one(self, claim: Claim) -> None:
+        started = self._clock()
+        with self.database.session_scope() as session:
+            # Recorded before the call: if we die now, the attempt still counts.
+            session.execute(
+                Dismissal.__table__.update()
+                .where(Dismissal.id == claim.id, Dismissal.lease_owner == self.worker_id,
+                       Dismissal.status == Status.SENDING)
+                .values(sent_at=started, attempts=Dismissal.attempts + 1)
+            )
+        attempts = claim.attempts + 1
+        error: IMError | None = None
+        try:
+            call = self.client.destroy_group(claim.group_id)
+            http_status, code, info, duration = call.http_status, 0, call.error_info, call.duration
+        except IMError as exc:
+            error = exc
+            http_status, code, info, duration = exc.http_status, exc.code, exc.info, exc.duration
+        except Exception as exc:  # transport bugs surface as retryable, never lost
+            error = IMError("destroy_group", CODE_NETWORK, f"{type(exc).__name__}: {exc}")
+            http_status, code, info, duration = None, CODE_NETWORK, error.info, 0.0
+        now = self._clock()
+        mine = (Dismissal.lease_owner == self.worker_id,)
+        with self.database.session_scope() as session:
+            if error is None:
+                event, outcome = Event.SENT, "sent"
+                moved = transition(session, claim.id, Event.SENT, where=mine, last_error_code=None,
+                                   last_error_info=None, next_attempt_at=now + self.confirm_timeout, **_CLEAR_LEASE)
+            elif error.kind is ErrorKind.GONE:
+                event, outcome = Event.ALREADY_GONE, "already_gone"
+                moved = transition(session, claim.id, Event.ALREADY_GONE, where=mine, confirmed_at=now,
+                                   last_error_code=code, last_error_info=info, next_attempt_at=None, **_CLEAR_LEASE)
+            elif error.kind in (ErrorKind.RETRYABLE, ErrorKind.RESIGN) and attempts < self.max_attempts:
+                event, outcome = Event.RETRY, "retry"
+                delay = self.backoff.delay(attempts, error.retry_after)
+                moved = transition(session, claim.id, Event.RETRY, where=mine, last_error_code=code,
+                                   last_error_info=info, next_attempt_at=now + timedelta(seconds=delay), **_CLEAR_LEASE)
+            else:
+                event, outcome = Event.FAIL, "failed"
+                moved = transition(session, claim.id, Event.FAIL, where=mine, last_error_code=code,
+                                   last_error_info=info, next_attempt_at=None, **_CLEAR_LEASE)
+            session.add(DismissalAttempt(
+                dismissal_id=claim.id, api="destroy_group", started_at=started, duration_ms=int(duration * 1000),
+                http_status=http_status, error_code=code, error_info=(info or "")[:2000],
+                outcome=outcome if moved else f"{outcome}_late",
+            ))
+        if moved:
+            self._on_transition(event.value)
+        log.info("destroy_group answered", extra={
+            "dismissal_id": claim.id, "group_id": claim.group_id, "error_code": code, "outcome": outcome,
+            "recorded": moved, "attempt": attempts,
+        })

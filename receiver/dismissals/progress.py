@@ -1,0 +1,57 @@
+"""Follow dismissals to their final states (for the CLI's progress bar and `status`)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import click
+from sqlalchemy import select
+
+from receiver.db import Database
+from receiver.models import FINAL_STATUSES, Dismissal
+
+
+def _counts(database: Database, ids: list[str]) -> Counter:
+    counts: Counter = Counter()
+    with database.session_scope() as session:
+        for i in range(0, len(ids), 1000):
+            for status in session.scalars(select(Dismissal.status).where(Dismissal.id.in_(ids[i:i + 1000]))):
+                counts[status.value] += 1
+    return counts
+
+
+def wait_for_final(database: Database, ids: list[str], *, timeout: float, interval: float = 0.5) -> dict[str, int]:
+    """Poll until every dismissal is final (or timeout), drawing a progress bar; return counts."""
+    deadline = time.monotonic() + timeout
+    done = 0
+    counts: Counter = Counter()
+    with click.progressbar(length=len(ids), label="dismissing", show_pos=True) as bar:
+        while True:
+            counts = _counts(database, ids)
+            final = sum(counts[s.value] for s in FINAL_STATUSES)
+            bar.update(final - done)
+            done = final
+            if final >= len(ids) or time.monotonic() > deadline:
+                break
+            time.sleep(interval)
+    out = {s.value: counts[s.value] for s in FINAL_STATUSES if counts[s.value]}
+    if done < len(ids):
+        out["open"] = len(ids) - done
+    return out
+
+
+def describe(session, dismissal_id: str) -> dict | None:
+    d = session.get(Dismissal, dismissal_id)
+    if d is None:
+        return None
+
+    def t(value):
+        return value.isoformat().replace("+00:00", "Z") if value else None
+
+    return {
+        "id": d.id, "group_id": d.group_id, "source": d.source.value, "status": d.status.value,
+        "confirmation": d.confirmation.value if d.confirmation else None, "attempts": d.attempts,
+        "requested_at": t(d.requested_at), "sent_at": t(d.sent_at), "confirmed_at": t(d.confirmed_at),
+        "last_error": {"code": d.last_error_code, "info": d.last_error_info} if d.last_error_code is not None else None,
+    }

@@ -1,0 +1,260 @@
+"""The dispatcher and reconciler against the fake IM client, on a real database (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from receiver.callbacks.service import RequestMeta, record_group_destroyed
+from receiver.dismissals.dispatcher import Backoff, Dispatcher
+from receiver.dismissals.reconciler import Reconciler
+from receiver.dismissals.service import request_batch, request_dismissal
+from receiver.im.fake import FakeIMClient
+from receiver.models import Confirmation, Dismissal, DismissalAttempt, Status, utcnow
+from receiver.schemas.tencent import GroupDestroyedSchema
+from tests.conftest import TEST_SDKAPPID
+from tests.helpers import destroyed_body
+
+
+class Clock:
+    """Real time plus an offset that tests move forward."""
+
+    def __init__(self):
+        self.offset = timedelta(0)
+
+    @property
+    def now(self):
+        return utcnow() + self.offset
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, seconds):
+        self.offset += timedelta(seconds=seconds)
+
+
+def deliver_callback(database, group_id, event_time_ms=None):
+    body = destroyed_body(group_id, event_time=event_time_ms or int(utcnow().timestamp() * 1000))
+    meta = RequestMeta("SdkAppid=x", TEST_SDKAPPID, body["CallbackCommand"], None, "RESTAPI", None, "application/json", None)
+    with database.session_scope() as s:
+        return record_group_destroyed(s, data=GroupDestroyedSchema().load(body), body=body, raw_body=b"{}", meta=meta)
+
+
+def queue(database, *group_ids):
+    with database.session_scope() as s:
+        return [r.dismissal.id for r in request_batch(s, sdkappid=TEST_SDKAPPID, group_ids=list(group_ids))]
+
+
+def get(database, dismissal_id) -> Dismissal:
+    with database.session_scope() as s:
+        return s.get(Dismissal, dismissal_id)
+
+
+def attempts(database, dismissal_id):
+    with database.session_scope() as s:
+        return s.scalars(select(DismissalAttempt).where(DismissalAttempt.dismissal_id == dismissal_id)
+                         .order_by(DismissalAttempt.id)).all()
+
+
+@pytest.fixture
+def fake():
+    return FakeIMClient()
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def dispatcher(committed_db, fake, clock):
+    d = Dispatcher(committed_db, fake, worker_id="w1", concurrency=4, lease_seconds=30, max_attempts=3,
+                   confirm_timeout=120, backoff=Backoff(base=1, cap=4), clock=clock)
+    yield d
+    d.close()
+
+
+def test_sent_dismissal_waits_for_its_callback_then_confirms(committed_db, fake, dispatcher):
+    fake.add_group("g1")
+    [did] = queue(committed_db, "g1")
+    dispatcher.run_until_idle()
+    d = get(committed_db, did)
+    assert (d.status, d.attempts, d.lease_owner) == (Status.AWAITING_CALLBACK, 1, None)
+    assert d.sent_at is not None
+    [a] = attempts(committed_db, did)
+    assert (a.api, a.error_code, a.outcome, a.http_status) == ("destroy_group", 0, "sent", 200)
+    assert deliver_callback(committed_db, "g1").matched_request
+    d = get(committed_db, did)
+    assert (d.status, d.confirmation) == (Status.CONFIRMED, Confirmation.CALLBACK)
+
+
+def test_group_already_gone_is_confirmed_as_such(committed_db, dispatcher):
+    [did] = queue(committed_db, "never-existed")
+    dispatcher.run_until_idle()
+    d = get(committed_db, did)
+    assert (d.status, d.confirmation, d.last_error_code) == (Status.CONFIRMED, Confirmation.ALREADY_GONE, 10010)
+
+
+def test_retryable_error_backs_off_then_succeeds(committed_db, fake, dispatcher, clock):
+    fake.add_group("g2")
+    fake.fail_next("g2", 10002)
+    [did] = queue(committed_db, "g2")
+    dispatcher.run_until_idle()
+    d = get(committed_db, did)
+    assert (d.status, d.last_error_code) == (Status.RETRYING, 10002)
+    assert d.next_attempt_at > clock.now
+    dispatcher.run_until_idle()  # not due yet: nothing happens
+    assert get(committed_db, did).attempts == 1
+    clock.advance(5)
+    dispatcher.run_until_idle()
+    d = get(committed_db, did)
+    assert (d.status, d.attempts, d.last_error_code) == (Status.AWAITING_CALLBACK, 2, None)
+    assert [a.error_code for a in attempts(committed_db, did)] == [10002, 0]
+
+
+def test_terminal_error_fails_with_last_error(committed_db, fake, dispatcher):
+    fake.add_group("g3")
+    fake.fail_next("g3", 10007)
+    [did] = queue(committed_db, "g3")
+    dispatcher.run_until_idle()
+    d = get(committed_db, did)
+    assert (d.status, d.last_error_code, d.confirmation) == (Status.FAILED, 10007, None)
+
+
+def test_retryable_errors_give_up_after_max_attempts(committed_db, fake, dispatcher, clock):
+    fake.add_group("g4")
+    fake.fail_next("g4", 60007, times=3)
+    [did] = queue(committed_db, "g4")
+    for _ in range(3):
+        dispatcher.run_until_idle()
+        clock.advance(10)
+    d = get(committed_db, did)
+    assert (d.status, d.attempts, d.last_error_code) == (Status.FAILED, 3, 60007)
+
+
+def test_callback_before_the_rest_answer_is_never_undone(committed_db, fake, dispatcher):
+    """IM may deliver the callback before destroy_group returns; the late answer must not win."""
+    fake.on_destroyed = lambda group: deliver_callback(committed_db, group.group_id)
+    fake.add_group("g5")
+    [did] = queue(committed_db, "g5")
+    dispatcher.run_until_idle()
+    d = get(committed_db, did)
+    assert (d.status, d.confirmation) == (Status.CONFIRMED, Confirmation.CALLBACK)
+    assert [a.outcome for a in attempts(committed_db, did)] == ["sent_late"]
+    with committed_db.session_scope() as s:
+        assert len(s.scalars(select(Dismissal)).all()) == 1
+
+
+def test_a_row_left_sending_by_a_dead_worker_is_retaken_after_its_lease(committed_db, fake, clock):
+    fake.add_group("g6")
+    [did] = queue(committed_db, "g6")
+    dead = Dispatcher(committed_db, fake, worker_id="dead", lease_seconds=30, clock=clock)
+    assert [c.id for c in dead.claim(10)] == [did]  # claimed, then the process "dies"
+    dead._pool.shutdown()
+    alive = Dispatcher(committed_db, fake, worker_id="alive", lease_seconds=30, clock=clock)
+    try:
+        assert alive.claim(10) == []
+        clock.advance(31)
+        alive.run_until_idle()
+        d = get(committed_db, did)
+        assert (d.status, d.attempts) == (Status.AWAITING_CALLBACK, 1)
+        assert len(fake.calls_to("destroy_group")) == 1
+    finally:
+        alive.close()
+
+
+def test_stopping_hands_back_unsent_claims(committed_db, fake, clock):
+    ids = queue(committed_db, *[f"s{i}" for i in range(5)])
+    d = Dispatcher(committed_db, fake, worker_id="w", clock=clock)
+    d.stopping.set()
+    for claim in d.claim(10):
+        d._send(claim)
+    d.close()
+    assert {get(committed_db, i).status for i in ids} == {Status.QUEUED}
+    assert fake.calls == []
+
+
+def test_concurrent_claimers_never_take_the_same_row(committed_db, fake, clock):
+    ids = set(queue(committed_db, *[f"c{i}" for i in range(200)]))
+    taken: list[list[str]] = []
+    dispatchers = [Dispatcher(committed_db, fake, worker_id=f"w{i}", clock=clock) for i in range(4)]
+    barrier = threading.Barrier(4)
+
+    def claim_all(d):
+        barrier.wait()
+        mine = []
+        while batch := d.claim(7):
+            mine += [c.id for c in batch]
+        taken.append(mine)
+
+    threads = [threading.Thread(target=claim_all, args=(d,)) for d in dispatchers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for d in dispatchers:
+        d._pool.shutdown()
+    flat = [i for chunk in taken for i in chunk]
+    assert sorted(flat) == sorted(ids)  # every row once, none twice
+
+
+def test_reconciler_confirms_gone_groups_by_probe(committed_db, fake, dispatcher, clock):
+    fake.add_group("r1")
+    [did] = queue(committed_db, "r1")
+    dispatcher.run_until_idle()
+    reconciler = Reconciler(committed_db, fake, confirm_timeout=120, clock=clock)
+    assert reconciler.run_once().probed == 0  # not overdue yet
+    clock.advance(121)
+    report = reconciler.run_once()
+    assert (report.probed, report.confirmed) == (1, 1)
+    d = get(committed_db, did)
+    assert (d.status, d.confirmation, d.probes) == (Status.CONFIRMED, Confirmation.PROBE, 1)
+    # A late callback still links itself and becomes the evidence, keeping the first confirmed_at.
+    first = d.confirmed_at
+    deliver_callback(committed_db, "r1")
+    d = get(committed_db, did)
+    assert (d.confirmation, d.confirmed_at) == (Confirmation.CALLBACK, first)
+
+
+def test_reconciler_redispatches_a_surviving_group_once_then_gives_up(committed_db, fake, dispatcher, clock):
+    fake.add_group("r2")
+    [did] = queue(committed_db, "r2")
+    dispatcher.run_until_idle()
+    fake.add_group("r2")  # IM said OK, yet the group is still there
+    reconciler = Reconciler(committed_db, fake, confirm_timeout=120, clock=clock)
+    clock.advance(121)
+    assert reconciler.run_once().redispatched == 1
+    assert get(committed_db, did).status == Status.QUEUED
+    dispatcher.run_until_idle()
+    fake.add_group("r2")
+    clock.advance(121)
+    assert reconciler.run_once().unconfirmed == 1
+    d = get(committed_db, did)
+    assert (d.status, d.redispatches, d.attempts) == (Status.UNCONFIRMED, 1, 2)
+    # Evidence wins even now.
+    deliver_callback(committed_db, "r2")
+    assert get(committed_db, did).status == Status.CONFIRMED
+
+
+def test_reconciler_probes_in_batches_of_fifty(committed_db, fake, dispatcher, clock):
+    names = [f"b{i}" for i in range(120)]
+    for n in names:
+        fake.add_group(n)
+    queue(committed_db, *names)
+    dispatcher.run_until_idle()
+    clock.advance(121)
+    report = Reconciler(committed_db, fake, confirm_timeout=120, clock=clock).run_once()
+    assert report.confirmed == 120
+    assert [len(c.args[0]) for c in fake.calls_to("get_group_info")] == [50, 50, 20]
+
+
+def test_one_open_dismissal_per_group_and_idempotency_key(committed_db):
+    with committed_db.session_scope() as s:
+        a = request_dismissal(s, sdkappid=TEST_SDKAPPID, group_id="i1", idempotency_key="k1")
+        b = request_dismissal(s, sdkappid=TEST_SDKAPPID, group_id="i1", idempotency_key="k1")
+        c = request_dismissal(s, sdkappid=TEST_SDKAPPID, group_id="i1")
+        assert a.created and not b.created and not c.created
+        assert a.dismissal.id == b.dismissal.id == c.dismissal.id
