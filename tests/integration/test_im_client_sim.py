@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import threading
 import time
@@ -11,7 +12,7 @@ from typing import Any, Iterator
 import pytest
 import requests
 from werkzeug.serving import make_server
-from werkzeug.wrappers import Response
+from werkzeug.wrappers import Request, Response
 
 from receiver.config import Secret
 from receiver.im.client import IMRestClient, ProbeState
@@ -442,3 +443,58 @@ def test_fake_scripts_errors_and_records_calls():
     assert [c.api for c in fake.calls] == ["destroy_group"] * 2 + ["get_group_info", "destroy_group"]
     fake.script("get_group_info", None, IMError("get_group_info", 70500, "boom"))
     assert expect_error(fake.get_group_info, ["g1"]).kind is ErrorKind.RETRYABLE
+
+
+# -- request shape and the imsim command -----------------------------------------------------------
+
+def test_request_shape_is_tencents(imsim_factory, im_client_factory):
+    seen: list[tuple[str, dict[str, str], bytes, str]] = []
+    sim = imsim_factory()
+    app = sim.server.app
+    original = app.wsgi_app
+
+    def spy(environ, start_response):  # record what reaches the simulator, then let it answer
+        req = Request(environ)
+        body = req.get_data()
+        environ["wsgi.input"] = io.BytesIO(body)
+        seen.append((req.method, dict(req.args), body, req.mimetype))
+        return original(environ, start_response)
+
+    app.wsgi_app = spy
+    client = im_client_factory(sim)
+    for _ in range(3):
+        assert expect_error(client.destroy_group, "g").code == 10010
+    assert {s[0] for s in seen} == {"POST"} and {s[3] for s in seen} == {"application/json"}
+    assert all(set(args) == {"sdkappid", "identifier", "usersig", "random", "contenttype"} for _, args, _, _ in seen)
+    assert len({args["random"] for _, args, _, _ in seen}) == 3
+    assert all(0 <= int(args["random"]) <= 0xFFFFFFFF for _, args, _, _ in seen)
+    assert [json.loads(body) for _, _, body, _ in seen] == [{"GroupId": "g"}] * 3
+
+
+def test_imsim_command_builds_the_sim_from_config(monkeypatch):
+    from click.testing import CliRunner
+
+    from receiver.config import Config
+    from receiver.imsim import cli
+
+    started = []
+    monkeypatch.setattr(cli, "serve", lambda host, port, sim_config: started.append((host, port, sim_config)))
+    config = Config(im_sdkappid=SIM_SDKAPPID, im_secret_key=Secret(SIM_SECRET_KEY),
+                    im_callback_tokens=(Secret("tok-1"), Secret("tok-2")))
+    result = CliRunner().invoke(cli.imsim_command, ["--port", "9001", "--callback-url", "http://x/cb",
+                                                    "--reorder", "--drop-rate", "0.5", "--seed", "7"], obj=config)
+    assert result.exit_code == 0, result.output
+    ((host, port, sc),) = started
+    assert (host, port, sc.sdkappid, sc.callback_url, sc.reorder, sc.drop_rate, sc.seed) == (
+        "127.0.0.1", 9001, SIM_SDKAPPID, "http://x/cb", 4, 0.5, 7)
+    assert sc.callback_token == Secret("tok-1") and SIM_SECRET_KEY not in result.output
+
+
+def test_imsim_command_refuses_without_a_secret_key():
+    from click.testing import CliRunner
+
+    from receiver.config import Config
+    from receiver.imsim import cli
+
+    result = CliRunner().invoke(cli.imsim_command, [], obj=Config(im_secret_key=None))
+    assert result.exit_code == 2 and "IM_SECRET_KEY" in result.output
