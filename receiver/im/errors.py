@@ -37,7 +37,9 @@ def classify(api: str, code: int, *, http_status: int | None = None) -> ErrorKin
     if code in (CODE_NETWORK, CODE_BAD_ANSWER):
         return ErrorKind.RETRYABLE
     if code == CODE_HTTP_STATUS:
-        return ErrorKind.RETRYABLE if http_status is None or http_status >= 500 else ErrorKind.TERMINAL
+        if http_status is None or http_status >= 500 or http_status == 429:
+            return ErrorKind.RETRYABLE
+        return ErrorKind.TERMINAL
     if code in GONE_CODES.get(api, ()):
         return ErrorKind.GONE
     if code in RESIGN_CODES:

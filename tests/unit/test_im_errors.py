@@ -48,7 +48,7 @@ def test_terminal(code):
     assert classify("destroy_group", code) is T
 
 
-@pytest.mark.parametrize("status, kind", [(500, R), (502, R), (503, R), (404, T), (403, T)])
+@pytest.mark.parametrize("status, kind", [(500, R), (502, R), (503, R), (429, R), (404, T), (403, T), (None, R)])
 def test_http_status(status, kind):
     assert classify("destroy_group", CODE_HTTP_STATUS, http_status=status) is kind
 
