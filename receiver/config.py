@@ -70,6 +70,9 @@ class Config:
     dispatch_lease_seconds: int = 60
     dispatch_max_attempts: int = 8
     im_http_timeout_seconds: float = 5.0
+    # Ports of `make run` (gunicorn honours PORT through gunicorn.conf.py too).
+    port: int = 8000
+    imsim_port: int = 8001
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -198,4 +201,13 @@ def load_config(environ: Mapping[str, str] | None = None, *, dotenv_path: str | 
         dispatch_lease_seconds=_int(env, "DISPATCH_LEASE_SECONDS", 60, minimum=5),
         dispatch_max_attempts=_int(env, "DISPATCH_MAX_ATTEMPTS", 8, minimum=1),
         im_http_timeout_seconds=float(_int(env, "IM_HTTP_TIMEOUT_SECONDS", 5, minimum=4)),
+        port=_int(env, "PORT", 8000, minimum=1),
+        imsim_port=_int(env, "IMSIM_PORT", 8001, minimum=1),
     )
+
+
+def child_environment(overrides: Mapping[str, str]) -> dict[str, str]:
+    """The environment for a child process we start: ours plus `overrides`."""
+    env = dict(os.environ)
+    env.update(overrides)
+    return env

@@ -23,8 +23,7 @@ from receiver.config import Config, Secret
 from receiver.db import Base, Database, make_engine
 from receiver.metrics import Metrics
 
-# TODO(foundation): unconditional once the simulator fixtures land.
-pytest_plugins = ["tests.fixtures.imsim"] if (Path(__file__).parent / "fixtures" / "imsim.py").exists() else []
+pytest_plugins = ["tests.fixtures.imsim"]
 
 TEST_SDKAPPID = 1400000001
 API_TOKEN = "test-api-token-0123456789"

@@ -1,0 +1,16 @@
+"""gunicorn settings for the receiver (`gunicorn -c gunicorn.conf.py wsgi:app`); env overrides noted."""
+
+import os
+
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+# Threads suit this service: handlers wait on the database and long-polls wait on events.
+worker_class = "gthread"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+threads = int(os.environ.get("GUNICORN_THREADS", "32"))
+# IM keeps callback connections alive; keep them open a little longer than its idle time.
+keepalive = 75
+timeout = 60
+graceful_timeout = 30
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
