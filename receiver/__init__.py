@@ -28,6 +28,9 @@ def create_app(config: Config | None = None, *, database=None, metrics=None) -> 
     app.extensions["receiver.metrics"] = metrics or Metrics()
     app.extensions["receiver.migration_head"] = migrate.head_revision()
 
+    from receiver import monitoring
+
+    monitoring.init_app(app)
     app.register_blueprint(health_bp)
     app.register_blueprint(callbacks_bp)
 

@@ -63,6 +63,8 @@ class Config:
     spool_dir: Path = Path("instance/spool")
     im_callback_allowed_ips: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     metrics_public: bool = True
+    # prometheus-client reads this itself at import; we read it to know how to serve /metrics.
+    prometheus_multiproc_dir: Path | None = None
     log_format: str = "text"
     log_level: str = "INFO"
     # Dispatcher tuning (not part of the contract; documented in .env.example).
@@ -195,6 +197,8 @@ def load_config(environ: Mapping[str, str] | None = None, *, dotenv_path: str | 
         spool_dir=Path(env.get("SPOOL_DIR", "").strip() or "instance/spool"),
         im_callback_allowed_ips=_networks(env, "IM_CALLBACK_ALLOWED_IPS"),
         metrics_public=_bool(env, "METRICS_PUBLIC", True),
+        prometheus_multiproc_dir=Path(env["PROMETHEUS_MULTIPROC_DIR"].strip())
+        if env.get("PROMETHEUS_MULTIPROC_DIR", "").strip() else None,
         log_format=log_format,
         log_level=(env.get("LOG_LEVEL", "").strip() or "INFO").upper(),
         dispatch_concurrency=_int(env, "DISPATCH_CONCURRENCY", 16, minimum=1),

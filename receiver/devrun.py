@@ -41,12 +41,23 @@ def _dev_secrets() -> dict[str, str]:
     return values
 
 
+def _fresh_metrics_dir(config: Config) -> Path:
+    """An empty prometheus-client multiprocess directory (old files would add stale counts)."""
+    path = (config.prometheus_multiproc_dir or Path("instance/prometheus")).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    return path
+
+
 def plan(config: Config) -> tuple[dict[str, str], list[tuple[str, list[str]]], dict[str, str]]:
     """What to start: the shared environment, the processes, and what to tell the user."""
     dev = _dev_secrets()
     python = sys.executable
     web_url = f"http://127.0.0.1:{config.port}"
-    overrides = {"PYTHONUNBUFFERED": "1", "PORT": str(config.port)}
+    overrides = {"PYTHONUNBUFFERED": "1", "PORT": str(config.port),
+                 # web workers and the worker process write metrics here; /metrics merges them
+                 "PROMETHEUS_MULTIPROC_DIR": str(_fresh_metrics_dir(config))}
     api_token = config.api_tokens[0].reveal() if config.api_tokens else dev["API_TOKENS"]
     if not config.api_tokens:
         overrides["API_TOKENS"] = api_token

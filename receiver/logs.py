@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import re
 import sys
+import uuid
 from datetime import datetime, timezone
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -15,7 +17,29 @@ _SECRET_PATTERNS = [
     re.compile(r"(usersig=)[^&\s\"']+", re.I),
     re.compile(r"(Sign=)[0-9a-fA-F]{16,}", re.I),
     re.compile(r"(Bearer\s+)[^\s\"']+", re.I),
+    re.compile(r"([?&]token=)[^&\s\"']+", re.I),
 ]
+
+# The id of the HTTP request being handled in this thread/context, stamped on every log line.
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@+=/-]{1,128}")
+
+
+def request_id_from(header: str | None) -> str:
+    """The caller's X-Request-ID when it is short and plain, else a fresh one (never echo junk)."""
+    if header and _SANE_REQUEST_ID.fullmatch(header.strip()):
+        return header.strip()
+    return uuid.uuid4().hex
+
+
+class RequestIdFilter(logging.Filter):
+    """Add `request_id` to records logged while a request is being handled."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request_id = request_id_var.get()
+        if request_id is not None and not hasattr(record, "request_id"):
+            record.request_id = request_id
+        return True
 
 
 def mask_secrets(text: str) -> str:
@@ -57,6 +81,7 @@ def configure_logging(config) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JSONFormatter() if config.log_format == "json" else TextFormatter())
     handler.set_name("receiver")
+    handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [h for h in root.handlers if h.get_name() != "receiver"]
     root.addHandler(handler)

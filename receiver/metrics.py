@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+import logging
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+from sqlalchemy import func, select
+
+log = logging.getLogger(__name__)
 
 KNOWN_COMMANDS = {
     "Group.CallbackAfterGroupDestroyed",
@@ -43,8 +53,106 @@ class Metrics:
         )
         self.spooled = Counter("receiver_spooled_callbacks_total", "Callbacks written to the local spool", registry=r)
         self.drained = Counter("receiver_drained_callbacks_total", "Spooled callbacks stored in the database", registry=r)
+        self.http_requests = Counter(
+            "receiver_http_requests_total", "HTTP requests served, by endpoint and status code",
+            ["endpoint", "status"], registry=r,
+        )
 
     def callback_handled(self, command: str, outcome: str, seconds: float) -> None:
         label = command if command in KNOWN_COMMANDS else ("" if not command else "other")
         self.callbacks.labels(command=label, outcome=outcome).inc()
         self.callback_latency.labels(outcome=outcome).observe(seconds)
+
+
+class DatabaseCollector:
+    """Gauges read from the database at scrape time, so every process reports the same truth.
+
+    Two GROUP BY queries on indexed columns and one MIN over the (few) rows awaiting a callback.
+    """
+
+    def __init__(self, database, *, clock=lambda: datetime.now(timezone.utc)) -> None:  # noqa: ANN001
+        self.database = database
+        self._clock = clock
+
+    def collect(self):
+        from receiver.models import Callback, CallbackState, Dismissal, Source, Status
+
+        up = GaugeMetricFamily("receiver_database_up", "Whether the scrape could read the database (1) or not (0)")
+        by_status = GaugeMetricFamily("receiver_dismissals", "Dismissals by status and source",
+                                      labels=["status", "source"])
+        stored = GaugeMetricFamily("receiver_stored_callbacks", "Stored callback requests by state (accepted, quarantined)",
+                                   labels=["state"])
+        oldest = GaugeMetricFamily("receiver_oldest_awaiting_callback_seconds",
+                                   "Age of the oldest dismissal sent and still awaiting its callback (0 when none)")
+        started = time.perf_counter()
+        try:
+            with self.database.session_scope() as session:
+                counts = {(s.value, src.value): 0 for s in Status for src in Source}
+                for status, source, n in session.execute(
+                    select(Dismissal.status, Dismissal.source, func.count()).group_by(Dismissal.status, Dismissal.source)
+                ):
+                    counts[(status.value, source.value)] = n
+                states = {s.value: 0 for s in CallbackState}
+                for state, n in session.execute(select(Callback.state, func.count()).group_by(Callback.state)):
+                    states[state.value] = n
+                sent = session.scalar(
+                    select(func.min(Dismissal.sent_at)).where(Dismissal.status == Status.AWAITING_CALLBACK)
+                )
+        except Exception as exc:  # a scrape must still answer while the database is down
+            log.warning("metrics: database unreadable", extra={"error": type(exc).__name__})
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        for (status, source), n in counts.items():
+            by_status.add_metric([status, source], n)
+        for state, n in states.items():
+            stored.add_metric([state], n)
+        if isinstance(sent, str):  # SQLite's MIN() bypasses the column type
+            sent = datetime.fromisoformat(sent)
+        if sent is not None and sent.tzinfo is None:
+            sent = sent.replace(tzinfo=timezone.utc)
+        oldest.add_metric([], max(0.0, (self._clock() - sent).total_seconds()) if sent else 0.0)
+        scrape = GaugeMetricFamily("receiver_metrics_db_query_seconds", "Time the scrape spent reading the database")
+        scrape.add_metric([], time.perf_counter() - started)
+        yield from (up, by_status, stored, oldest, scrape)
+
+
+class _Delegate:
+    """Expose another registry's metrics inside a scrape registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self):
+        return self._registry.collect()
+
+
+_warned_multiproc = False
+
+
+def multiprocess_enabled(multiproc_dir: Path | None) -> bool:
+    """True when metric values live in PROMETHEUS_MULTIPROC_DIR files shared by every process."""
+    if multiproc_dir is None:
+        return False
+    if values.ValueClass.__name__ != "MmapedValue":
+        # prometheus-client reads the variable from the real environment when it is imported;
+        # set only in a .env file, it was not seen there, so each process keeps its own values.
+        global _warned_multiproc
+        if not _warned_multiproc:
+            _warned_multiproc = True
+            log.warning("PROMETHEUS_MULTIPROC_DIR is set but prometheus-client did not see it at import; "
+                        "serving this process's metrics only")
+        return False
+    return True
+
+
+def render(metrics: Metrics, database, multiproc_dir: Path | None) -> bytes:  # noqa: ANN001
+    """The Prometheus text exposition: process metrics (merged across processes) plus database gauges."""
+    registry = CollectorRegistry(auto_describe=False)
+    if multiprocess_enabled(multiproc_dir):
+        MultiProcessCollector(registry, path=str(multiproc_dir))
+    else:
+        registry.register(_Delegate(metrics.registry))
+    registry.register(DatabaseCollector(database))
+    return generate_latest(registry)

@@ -44,7 +44,23 @@ def build_client(config: Config, metrics: Metrics | None = None) -> IMRestClient
             metrics.im_calls.labels(api=call.api, error_code=str(call.error_code)).inc()
             metrics.im_latency.labels(api=call.api).observe(call.duration)
 
-    return IMRestClient(config, limiter=build_limiter(config), on_call=on_call)
+    limiter = build_limiter(config)
+    if metrics is not None:
+        limiter = TimedLimiter(limiter, metrics)
+    return IMRestClient(config, limiter=limiter, on_call=on_call)
+
+
+class TimedLimiter:
+    """A rate limiter whose waits are observed in `receiver_ratelimit_wait_seconds`."""
+
+    def __init__(self, inner, metrics: Metrics) -> None:  # noqa: ANN001
+        self.inner = inner
+        self._wait = metrics.ratelimit_wait
+
+    def acquire(self, api: str) -> float:
+        waited = self.inner.acquire(api)
+        self._wait.labels(api=api).observe(waited)
+        return waited
 
 
 def sender_lease(config: Config, database: Database, holder: str):
