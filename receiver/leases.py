@@ -48,9 +48,9 @@ class DatabaseLease:
         self.held_until = expires if moved else None
         return bool(moved)
 
-    def valid(self, margin: float = 1.0) -> bool:
-        """True if the lease is held for at least `margin` more seconds."""
-        return self.held_until is not None and self.held_until - self._clock() > timedelta(seconds=margin)
+    def valid(self) -> bool:
+        """True if the lease is held for at least a fifth of its ttl more: time to finish a call."""
+        return self.held_until is not None and self.held_until - self._clock() > self.ttl / 5
 
     def release(self) -> None:
         if self.held_until is None:
@@ -68,7 +68,7 @@ class AlwaysHeld:
     def ensure(self) -> bool:
         return True
 
-    def valid(self, margin: float = 1.0) -> bool:
+    def valid(self) -> bool:
         return True
 
     def release(self) -> None:

@@ -67,7 +67,7 @@ def sender_lease(config: Config, database: Database, holder: str):
     """Without a shared Redis limit, exactly one worker at a time may call IM (elected in the DB)."""
     if config.redis_url:
         return AlwaysHeld()
-    ttl = min(15.0, max(2.0, config.dispatch_lease_seconds / 4))
+    ttl = min(15.0, max(3.0, config.dispatch_lease_seconds / 4))
     return DatabaseLease(database, SENDER_LEASE, holder, ttl)
 
 
@@ -122,7 +122,7 @@ class Worker:
                 if not leading:
                     log.info("holding the sender lease", extra={"worker": self.holder})
                     leading = True
-                started = self.dispatcher.pump() if self.sender.valid(margin=2.0) else 0
+                started = self.dispatcher.pump() if self.sender.valid() else 0
                 if time.monotonic() >= next_reconcile:
                     next_reconcile = time.monotonic() + self.settings.reconcile_interval
                     if self.reconcile_lease.ensure():
