@@ -143,8 +143,10 @@ def status_command(dismissal_id: str) -> None:
 
 
 def register_cli(app: Flask) -> None:
+    from receiver.cli_ops import COMMANDS as OPS_COMMANDS
+
     app.cli.add_command(db_group)
-    for command in (worker_command, reconcile_command, dismiss_command, status_command):
+    for command in (worker_command, reconcile_command, dismiss_command, status_command, *OPS_COMMANDS):
         app.cli.add_command(command)
     try:
         from receiver.imsim.cli import imsim_command
