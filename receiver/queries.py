@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Sequence
 
 from sqlalchemy import Float, LargeBinary, cast, func, select
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session, defaultload, defer
 
 from receiver.models import (
     FINAL_STATUSES,
@@ -25,6 +25,12 @@ from receiver.schemas.tencent import GROUP_DESTROYED
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 GROUP_DISMISSALS_SHOWN = 200
+# A dismissal document shows its callback's fields, never the raw body (up to 1 MiB): skip it.
+_WITHOUT_RAW_BODY = defaultload(Dismissal.callback).defer(Callback.raw_body, raiseload=True)
+
+
+def _dismissals():
+    return select(Dismissal).options(_WITHOUT_RAW_BODY)
 
 
 @dataclass(frozen=True)
@@ -69,7 +75,7 @@ def _page(rows: Sequence[Any], limit: int, id_of=lambda row: row.id) -> Page:
 
 def get_dismissal(*, session: Session, dismissal_id: str) -> Dismissal | None:
     """One dismissal (with its callback), or None."""
-    return session.get(Dismissal, dismissal_id)
+    return session.get(Dismissal, dismissal_id, options=[_WITHOUT_RAW_BODY])
 
 
 def final_dismissal_ids(*, session: Session, ids: Iterable[str]) -> set[str]:
@@ -107,14 +113,14 @@ def list_dismissals(
         where.append(Dismissal.source == source)
     if group_id is not None:
         where.append(Dismissal.group_id == group_id)
-    rows = session.scalars(select(Dismissal).where(*where).order_by(Dismissal.id.desc()).limit(limit + 1)).all()
+    rows = session.scalars(_dismissals().where(*where).order_by(Dismissal.id.desc()).limit(limit + 1)).all()
     return _page(rows, limit)
 
 
 def group_view(*, session: Session, group_id: str) -> GroupView | None:
     """A group's dismissals (newest first) and its members as of its latest dismissal callback."""
     dismissals = list(session.scalars(
-        select(Dismissal).where(Dismissal.group_id == group_id).order_by(Dismissal.id.desc()).limit(GROUP_DISMISSALS_SHOWN)
+        _dismissals().where(Dismissal.group_id == group_id).order_by(Dismissal.id.desc()).limit(GROUP_DISMISSALS_SHOWN)
     ))
     latest_callback = session.scalar(
         select(Callback.id)
@@ -140,7 +146,7 @@ def member_dismissals(*, session: Session, account: str, limit: int, after: str 
     ids = session.scalars(ids_query.distinct().order_by(GroupMember.dismissal_id.desc()).limit(limit + 1)).all()
     if not ids:
         return Page([], None)
-    rows = session.scalars(select(Dismissal).where(Dismissal.id.in_(ids)).order_by(Dismissal.id.desc())).all()
+    rows = session.scalars(_dismissals().where(Dismissal.id.in_(ids)).order_by(Dismissal.id.desc())).all()
     return _page(rows, limit)
 
 
@@ -169,9 +175,7 @@ def list_callbacks(
         where.append(Callback.group_id == group_id)
     if state is not None:
         where.append(Callback.state == state)
-    dismissal_id = (
-        select(Dismissal.id).where(Dismissal.callback_id == Callback.id).order_by(Dismissal.id).limit(1).scalar_subquery()
-    )
+    dismissal_id = select(func.min(Dismissal.id)).where(Dismissal.callback_id == Callback.id).scalar_subquery()
     query = (
         select(
             Callback,
