@@ -13,6 +13,7 @@ from sqlalchemy import select
 from receiver.config import Secret
 from receiver.dismissals.worker import Worker, WorkerSettings
 from receiver.im.client import IMRestClient
+from receiver.im.errors import IMError
 from receiver.im.ratelimit import build_limiter, build_rate_limiter
 from receiver.models import Confirmation, Dismissal, Source, Status
 from tests.conftest import API_TOKEN
@@ -49,7 +50,12 @@ class Loop:
                 kind = GROUP_TYPES[i % len(GROUP_TYPES)]
                 members = () if kind == "AVChatRoom" else (f"u{i}", f"u{i + 1}")
                 owner = None if kind == "AVChatRoom" else f"u{i}"
-                ids.append(creator.create_group(kind, f"group {i}", owner=owner, members=members))
+                for _ in range(10):  # the simulator's error dice apply to create_group too
+                    try:
+                        ids.append(creator.create_group(kind, f"group {i}", owner=owner, members=members))
+                        break
+                    except IMError as exc:
+                        assert exc.retryable, exc
             return ids
         finally:
             creator.close()
