@@ -29,10 +29,12 @@ def create_app(config: Config | None = None, *, database=None, metrics=None) -> 
     app.extensions["receiver.migration_head"] = migrate.head_revision()
 
     from receiver import monitoring
+    from receiver.dashboard import bp as dashboard_bp
 
     monitoring.init_app(app)
     app.register_blueprint(health_bp)
     app.register_blueprint(callbacks_bp)
+    app.register_blueprint(dashboard_bp)
 
     from receiver.api import init_api
 
