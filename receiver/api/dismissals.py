@@ -28,6 +28,8 @@ from receiver.schemas.api import (
 blp = Blueprint("dismissals", __name__, url_prefix="/v1", description="Request group dismissals and follow them.")
 blp.register_error_handler(HTTPException, handle_http_exception)
 
+_DISMISSAL_ID = {"in": "path", "name": "dismissal_id", "description": "The dismissal's id."}
+
 
 @blp.route("/dismissals")
 class Dismissals(MethodView):
@@ -81,7 +83,7 @@ def request_many(body):
     return {"items": [r.dismissal for r in results]}
 
 
-@blp.get("/dismissals/<string:dismissal_id>")
+@blp.get("/dismissals/<string:dismissal_id>", parameters=[_DISMISSAL_ID])
 @blp.arguments(WaitQuerySchema, location="query", unknown=RAISE)
 @blp.response(200, DismissalSchema)
 @documented_errors(blp, 404)

@@ -15,8 +15,11 @@ from receiver.schemas.api import DismissalPageSchema, GroupSchema, PageQuerySche
 blp = Blueprint("groups", __name__, url_prefix="/v1", description="Dismissals by group and by member account.")
 blp.register_error_handler(HTTPException, handle_http_exception)
 
+_GROUP_ID = {"in": "path", "name": "group_id", "description": "The IM group ID (URL-encoded: @TGS#... is %40TGS%23...)."}
+_ACCOUNT = {"in": "path", "name": "account", "description": "The member's IM account (UserID)."}
 
-@blp.get("/groups/<string:group_id>")
+
+@blp.get("/groups/<string:group_id>", parameters=[_GROUP_ID])
 @blp.response(200, GroupSchema)
 @documented_errors(blp, 404)
 def get_group(group_id):
@@ -27,7 +30,7 @@ def get_group(group_id):
     return view
 
 
-@blp.get("/members/<string:account>/dismissals")
+@blp.get("/members/<string:account>/dismissals", parameters=[_ACCOUNT])
 @blp.arguments(PageQuerySchema, location="query", unknown=RAISE)
 @blp.response(200, DismissalPageSchema)
 @documented_errors(blp)

@@ -164,9 +164,10 @@ _until = Time(metadata={"description": "Only records created before this time."}
 
 
 class DismissalListQuerySchema(PageQuerySchema):
-    status = fields.Enum(Status, by_value=True)
-    source = fields.Enum(Source, by_value=True)
-    group_id = fields.String(validate=validate.Length(min=1, max=200))
+    status = fields.Enum(Status, by_value=True, metadata={"description": "Only dismissals in this status."})
+    source = fields.Enum(Source, by_value=True, metadata={
+        "description": "Only dismissals we started (api) or observed from IM (external)."})
+    group_id = fields.String(validate=validate.Length(min=1, max=200), metadata={"description": "Only this group."})
     since = _since
     until = _until
 
@@ -174,8 +175,9 @@ class DismissalListQuerySchema(PageQuerySchema):
 class CallbackListQuerySchema(PageQuerySchema):
     command = fields.String(validate=validate.Length(min=1, max=200),
                             metadata={"description": "CallbackCommand, e.g. Group.CallbackAfterGroupDestroyed."})
-    group_id = fields.String(validate=validate.Length(min=1, max=200))
-    state = fields.Enum(CallbackState, by_value=True)
+    group_id = fields.String(validate=validate.Length(min=1, max=200), metadata={"description": "Only this group."})
+    state = fields.Enum(CallbackState, by_value=True, metadata={
+        "description": "Only accepted callbacks, or only quarantined (refused) requests."})
     since = _since
     until = _until
 

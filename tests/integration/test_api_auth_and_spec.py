@@ -71,7 +71,9 @@ def test_openapi_document_is_valid_and_documents_auth_and_errors(client):
     for path, operations in paths.items():
         for method, op in operations.items():
             if method == "parameters":
+                assert all(p.get("description") for p in op), path
                 continue
+            assert all(p.get("description") for p in op.get("parameters", ())), (method, path)
             assert "401" in op["responses"], (method, path)
             assert op["summary"], (method, path)
     assert {"200", "202", "400", "413", "422"} <= set(paths["/v1/dismissals"]["post"]["responses"])
