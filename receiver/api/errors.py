@@ -14,9 +14,16 @@ _DEFAULT_MESSAGES = {
 }
 
 
+def _phrase(code: int) -> str:
+    try:
+        return HTTPStatus(code).phrase
+    except ValueError:
+        return "Error"
+
+
 def error_response(code: int, message: str, errors: dict | None = None, headers: Any = None) -> Response:
     """A JSON error answer in the /v1 shape."""
-    body: dict[str, Any] = {"code": code, "status": HTTPStatus(code).phrase, "message": message}
+    body: dict[str, Any] = {"code": code, "status": _phrase(code), "message": message}
     if errors:
         body["errors"] = errors
     response = jsonify(body)
@@ -33,7 +40,7 @@ def handle_http_exception(exc: HTTPException) -> Response:
     errors = data.get("errors") or data.get("messages")
     message = data.get("message") or (_DEFAULT_MESSAGES.get(code) if errors else None) or exc.description
     if code >= 500:
-        message = HTTPStatus(code).description or "internal error"
+        message = "The server could not answer this request; it has been logged."
     headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
     headers.extend((data.get("headers") or {}).items())
-    return error_response(code, message or HTTPStatus(code).phrase, errors, headers)
+    return error_response(code, message or _phrase(code), errors, headers)
