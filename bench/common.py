@@ -1,0 +1,215 @@
+"""Shared plumbing for the benchmarks: processes, databases, ports, HTTP polling, percentiles.
+
+Everything here is loopback-only and bounded: every wait has a deadline and every process we
+start is stopped (SIGTERM, then SIGKILL) by the `Processes` context manager, whatever happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+BIN = Path(PY).parent
+PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN", "postgresql://root@127.0.0.1:5432/test")
+PG_URL_TEMPLATE = os.environ.get("BENCH_PG_URL", "postgresql+psycopg://root@127.0.0.1:5432/{db}")
+SDKAPPID = 1400000000
+CALLBACK_TOKEN = "bench-callback-token"
+API_TOKEN = "bench-api-token"
+SECRET_KEY = "bench-secret-key-0123456789abcdef"
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def machine() -> dict:
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def pct(values: list[float], p: float) -> float | None:
+    """Nearest-rank percentile (p in 0..100)."""
+    if not values:
+        return None
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, int(round(p / 100 * len(s) + 0.5)) - 1))
+    return s[k]
+
+
+def median(values: list[float]) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    n = len(s)
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------------
+
+def pg_url(db: str) -> str:
+    return PG_URL_TEMPLATE.format(db=db)
+
+
+def psql(sql: str, db: str = "test", *, timeout: float = 600) -> str:
+    """Run SQL through psql (ON_ERROR_STOP); return stdout."""
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    out = subprocess.run(["psql", f"{base}/{db}", "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql],
+                         capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"psql failed ({db}): {out.stderr.strip()[:2000]}")
+    return out.stdout
+
+
+def pg_available() -> bool:
+    try:
+        psql("select 1")
+        return True
+    except (RuntimeError, OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def drop_db(db: str) -> None:
+    psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+def create_db(db: str, template: str | None = None) -> None:
+    drop_db(db)
+    psql(f'CREATE DATABASE "{db}"' + (f' TEMPLATE "{template}"' if template else ""))
+
+
+def db_exists(db: str) -> bool:
+    return psql(f"SELECT 1 FROM pg_database WHERE datname = '{db}'").strip() == "1"
+
+
+def migrate(database_url: str) -> None:
+    env = service_env(database_url)
+    out = subprocess.run([str(BIN / "flask"), "--app", "app", "db", "upgrade"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    if out.returncode != 0:
+        raise RuntimeError(f"migration failed: {out.stderr[-2000:]}")
+
+
+# -- processes ------------------------------------------------------------------------------------
+
+def service_env(database_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a receiver process for the benchmarks (no .env file is in ROOT)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("IM_", "API_TOKENS", "REDIS_URL", "PROMETHEUS_MULTIPROC_DIR", "DATABASE_URL"))}
+    env.update({
+        "DATABASE_URL": database_url,
+        "IM_SDKAPPID": str(SDKAPPID),
+        "IM_CALLBACK_TOKEN": CALLBACK_TOKEN,
+        "API_TOKENS": API_TOKEN,
+        "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra)
+    return env
+
+
+class Processes:
+    """Start child processes in their own process groups; stop them all on exit."""
+
+    def __init__(self, logdir: Path) -> None:
+        self.logdir = logdir
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+        logf = open(self.logdir / f"{name}.log", "ab")
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=logf, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        logf.close()
+        self.procs.append((name, proc))
+        return proc
+
+    def stop(self, proc: subprocess.Popen, timeout: float = 35) -> None:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        self.procs = [(n, p) for n, p in self.procs if p is not proc]
+
+    def close(self) -> None:
+        for _name, proc in reversed(list(self.procs)):
+            self.stop(proc)
+
+    def __enter__(self) -> "Processes":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def tail(self, name: str, n: int = 30) -> str:
+        path = self.logdir / f"{name}.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+
+
+def gunicorn(procs: Processes, name: str, app: str, port: int, env: dict[str, str]) -> subprocess.Popen:
+    """Serve `app` with the project's gunicorn.conf.py (the same workers and threads for every app)."""
+    env = {**env, "PORT": str(port), "HOST": "127.0.0.1"}
+    return procs.start(name, [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", app], env)
+
+
+def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 60, ok=(200,)) -> None:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            r = requests.get(url, timeout=2)
+            if r.status_code in ok:
+                return
+            last = r.status_code
+        except requests.RequestException as exc:
+            last = exc
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer in {timeout}s (last: {last})")
+
+
+@contextlib.contextmanager
+def workdir(keep: bool = False) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="receiver-bench-"))
+    try:
+        yield path
+    finally:
+        if not keep:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def dump(obj) -> str:
+    return json.dumps(obj, indent=2, default=str)

@@ -1,0 +1,256 @@
+"""Ingest benchmark (issue 7, parts 1 and 2).
+
+Alternating rounds, each target loaded by the same wrk command, all served by the same
+`gunicorn -c gunicorn.conf.py` (2 gthread workers × 32 threads unless WEB_CONCURRENCY /
+GUNICORN_THREADS say otherwise):
+
+  bare     bench/bare_app.py: parse the JSON body, answer the OK envelope
+  pg       the receiver's /im/callback on an empty PostgreSQL database (emptied before each round)
+  pg_1m    the same on a copy of the 1,000,000-callback seed (bench/seed.py)      [growth]
+  sqlite   the same on SQLite (WAL), emptied before each round                     [--no-sqlite]
+
+Each request is a unique, valid, signed Group.CallbackAfterGroupDestroyed (bench/callback.lua);
+every receiver answer is 200 only after the callback is committed, and the bench checks that the
+rows stored match the requests answered. Figures: requests/s of each, the median over rounds of
+the per-round ratio receiver/bare, p50/p99 latency of the receiver, and growth = ratio(pg_1m) /
+ratio(pg). Then one more pg round under py-spy (if installed) for where the time goes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+from bench import common
+from bench.common import log, median
+
+LUA = Path(__file__).with_name("callback.lua")
+WRK_HINT = ("wrk is not installed. It is the load generator of this benchmark (from Debian's packages): "
+            "`apt-get install -y wrk` (run `apt-get update` first on a fresh machine).")
+
+
+def signed_query(request_time: int | None = None) -> str:
+    import hashlib
+
+    rt = str(int(time.time()) if request_time is None else request_time)
+    sign = hashlib.sha256((common.CALLBACK_TOKEN + rt).encode()).hexdigest()
+    return (f"SdkAppid={common.SDKAPPID}&CallbackCommand=Group.CallbackAfterGroupDestroyed&contenttype=json"
+            f"&ClientIP=10.0.0.1&OptPlatform=RESTAPI&Sign={sign}&RequestTime={rt}")
+
+
+def run_wrk(port: int, *, seconds: float, connections: int, threads: int, prefix: str) -> dict:
+    """One wrk run against /im/callback; a fresh RequestTime is signed for every run."""
+    env = {**os.environ, "BENCH_QUERY": signed_query(), "BENCH_PREFIX": prefix,
+           "BENCH_EVENT_MS": str(int(time.time() * 1000))}
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{int(seconds)}s", "--timeout", "10s",
+            "-s", str(LUA), f"http://127.0.0.1:{port}"]
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + 60)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCH_RESULT ")), None)
+    if out.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({out.returncode}): {out.stdout[-1500:]} {out.stderr[-1500:]}")
+    res = json.loads(line[len("BENCH_RESULT "):])
+    res["rps"] = res["requests"] / (res["duration_us"] / 1e6)
+    res["errors"] = res["non2xx"] + res["connect_errors"] + res["read_errors"] + res["write_errors"] + res["timeouts"]
+    return res
+
+
+class Target:
+    def __init__(self, name: str, app: str, database_url: str | None, kind: str) -> None:
+        self.name, self.app, self.database_url, self.kind = name, app, database_url, kind
+        self.port = common.free_port()
+        self.proc = None
+        self.rounds: list[dict] = []
+
+    # what the database holds: callbacks stored (to check that every 200 was a commit)
+    def stored(self) -> int | None:
+        if self.kind == "pg":
+            return int(common.psql("SELECT count(*) FROM callbacks", db=self.database_url.rsplit("/", 1)[1]))
+        if self.kind == "sqlite":
+            with sqlite3.connect(self.database_url[len("sqlite:///"):], timeout=30) as c:
+                return c.execute("SELECT count(*) FROM callbacks").fetchone()[0]
+        return None
+
+    def empty(self) -> None:
+        if self.kind == "pg":
+            common.psql("TRUNCATE group_members, dismissal_attempts, dismissals, callbacks",
+                        db=self.database_url.rsplit("/", 1)[1])
+        elif self.kind == "sqlite":
+            with sqlite3.connect(self.database_url[len("sqlite:///"):], timeout=30) as c:
+                for t in ("group_members", "dismissal_attempts", "dismissals", "callbacks"):
+                    c.execute(f"DELETE FROM {t}")
+            with sqlite3.connect(self.database_url[len("sqlite:///"):], timeout=30) as c:
+                c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def profile(target: Target, procs: common.Processes, workdir: Path, *, seconds: int, connections: int,
+            threads: int) -> dict:
+    """Sample the receiver's gunicorn workers with py-spy while wrk loads it; aggregate the stacks."""
+    pyspy = shutil.which("py-spy") or str(common.BIN / "py-spy")
+    if not os.path.exists(pyspy):
+        return {"skipped": "py-spy is not installed (`.venv/bin/pip install py-spy`)"}
+    raw = workdir / "pyspy.txt"
+    spy = subprocess.Popen([pyspy, "record", "--pid", str(target.proc.pid), "--subprocesses", "--nonblocking",
+                            "--format", "raw", "--rate", "200", "--duration", str(seconds + 2), "-o", str(raw)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(1.5)
+    load = run_wrk(target.port, seconds=seconds, connections=connections, threads=threads, prefix="prof")
+    try:
+        _, err = spy.communicate(timeout=seconds + 60)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        _, err = spy.communicate()
+    if not raw.exists():
+        return {"skipped": f"py-spy failed: {err.decode(errors='replace')[-500:]}"}
+    return {"load_rps": round(load["rps"], 1), **aggregate_stacks(raw.read_text().splitlines())}
+
+
+# Buckets of where a request's time goes, by the innermost frame that matches (first match wins,
+# scanning from the leaf up).
+BUCKETS = [
+    ("database round trips (psycopg execute/commit, waiting on PostgreSQL)", ("psycopg/", "psycopg_binary", "_sqlite3", "sqlite3/")),
+    ("SQLAlchemy (compile, ORM flush/unit of work, result rows)", ("sqlalchemy/",)),
+    ("marshmallow validation", ("marshmallow/",)),
+    ("logging (format + write)", ("logging/", "receiver/logs.py")),
+    ("prometheus metrics", ("prometheus_client/",)),
+    ("JSON parse/encode", ("json/",)),
+    ("werkzeug/flask request handling", ("werkzeug/", "flask/")),
+    ("gunicorn (accept, parse HTTP, write)", ("gunicorn/",)),
+    ("receiver code (own frames)", ("receiver/",)),
+]
+
+
+def aggregate_stacks(lines: list[str]) -> dict:
+    """py-spy raw (collapsed) stacks → self time by function, inclusive time by receiver function, buckets."""
+    total = 0
+    self_time: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    buckets: Counter[str] = Counter()
+    request_samples = 0
+    for line in lines:
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        n = int(n)
+        frames = stack.split(";")
+        # Only samples inside a request handler count (idle threads waiting in select/locks don't).
+        if not any("full_dispatch_request" in f for f in frames):
+            continue
+        request_samples += n
+        leaf = frames[-1]
+        self_time[_short(leaf)] += n
+        for f in set(frames):
+            if "receiver/" in f or "bench/" in f:
+                inclusive[_short(f)] += n
+        for f in reversed(frames):
+            hit = next((name for name, keys in BUCKETS if any(k in f for k in keys)), None)
+            if hit:
+                buckets[hit] += n
+                break
+        else:
+            buckets["other"] += n
+        total += n
+    if not total:
+        return {"samples": 0}
+    share = lambda c: [(k, round(100 * v / total, 1)) for k, v in c.most_common(15)]  # noqa: E731
+    return {"samples": total, "buckets_pct": share(buckets), "self_pct": share(self_time),
+            "receiver_inclusive_pct": share(inclusive)}
+
+
+def _short(frame: str) -> str:
+    # "func (path/to/site-packages/pkg/mod.py:123)" → "func (pkg/mod.py:123)"
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")")
+    for marker in ("site-packages/", "/work/main/", "lib/python3.11/"):
+        if marker in where:
+            where = where.split(marker, 1)[1]
+    return f"{name} ({where})" if where else name
+
+
+def run(args) -> dict:
+    if shutil.which("wrk") is None:
+        raise SystemExit(WRK_HINT)
+    if not common.pg_available():
+        raise SystemExit("PostgreSQL is not reachable at 127.0.0.1:5432 (see README: trust auth as root)")
+    results: dict = {"settings": {
+        "rounds": args.rounds, "seconds": args.seconds, "connections": args.connections, "wrk_threads": args.wrk_threads,
+        "gunicorn": f"gunicorn -c gunicorn.conf.py (WEB_CONCURRENCY={os.environ.get('WEB_CONCURRENCY', '2')}, "
+                    f"GUNICORN_THREADS={os.environ.get('GUNICORN_THREADS', '32')})",
+        "callback_skew": "default IM_CALLBACK_MAX_SKEW_SECONDS=60; a fresh RequestTime is signed for every wrk run",
+    }}
+    with common.workdir(keep=args.keep) as wd, common.Processes(wd) as procs:
+        targets = [Target("bare", "bench.bare_app:app", None, "bare")]
+        common.create_db("bench_ingest")
+        common.migrate(common.pg_url("bench_ingest"))
+        targets.append(Target("pg", "wsgi:app", common.pg_url("bench_ingest"), "pg"))
+        if args.growth:
+            from bench.seed import copy_of_template
+
+            copy_of_template("bench_ingest_1m", reseed=args.reseed)
+            targets.append(Target("pg_1m", "wsgi:app", common.pg_url("bench_ingest_1m"), "pg"))
+        if args.sqlite:
+            url = f"sqlite:///{wd}/ingest.db"
+            common.migrate(url)
+            targets.append(Target("sqlite", "wsgi:app", url, "sqlite"))
+        for t in targets:
+            env = common.service_env(t.database_url or "sqlite:///" + str(wd / "unused.db"),
+                                     SPOOL_DIR=str(wd / f"spool-{t.name}"))
+            t.proc = common.gunicorn(procs, t.name, t.app, t.port, env)
+        for t in targets:
+            common.wait_http(f"http://127.0.0.1:{t.port}/healthz", t.proc)
+        log("ingest: warming up every target (3 s each)")
+        for t in targets:
+            run_wrk(t.port, seconds=3, connections=args.connections, threads=args.wrk_threads, prefix=f"w{t.name}")
+        for r in range(args.rounds):
+            for t in targets:
+                if t.name != "pg_1m":
+                    t.empty()
+                before = t.stored()
+                res = run_wrk(t.port, seconds=args.seconds, connections=args.connections, threads=args.wrk_threads,
+                              prefix=f"r{r}{t.name}")
+                if before is not None:
+                    time.sleep(0.3)
+                    res["stored"] = t.stored() - before
+                    ok = res["requests"] - res["errors"]
+                    res["stored_check"] = "ok" if 0 <= res["stored"] - ok <= args.connections else "MISMATCH"
+                t.rounds.append(res)
+                log(f"ingest round {r + 1}/{args.rounds} {t.name:7s} {res['rps']:8.1f} req/s  "
+                    f"p50 {res['p50_us'] / 1000:6.1f} ms  p99 {res['p99_us'] / 1000:6.1f} ms  errors {res['errors']}"
+                    + (f"  stored {res['stored']} ({res['stored_check']})" if "stored" in res else ""))
+        bare = targets[0]
+        summary = {}
+        for t in targets:
+            rps = [x["rps"] for x in t.rounds]
+            entry = {"rps_per_round": [round(v, 1) for v in rps], "rps_median": round(median(rps), 1),
+                     "p50_ms_median": round(median([x["p50_us"] for x in t.rounds]) / 1000, 2),
+                     "p99_ms_median": round(median([x["p99_us"] for x in t.rounds]) / 1000, 2),
+                     "errors": sum(x["errors"] for x in t.rounds)}
+            if t is not bare:
+                ratios = [x["rps"] / b["rps"] for x, b in zip(t.rounds, bare.rounds)]
+                entry["ratio_per_round"] = [round(v, 3) for v in ratios]
+                entry["ratio_median"] = round(median(ratios), 3)
+                entry["stored_checks"] = Counter(x.get("stored_check") for x in t.rounds)
+            summary[t.name] = entry
+        results["targets"] = summary
+        if "pg" in summary:
+            results["target_ratio_ge_0.5"] = summary["pg"]["ratio_median"] >= 0.5
+        if "pg_1m" in summary:
+            growth = summary["pg_1m"]["ratio_median"] / summary["pg"]["ratio_median"]
+            results["growth"] = {"ratio_1m_over_empty": round(growth, 3), "target_ge_0.9": growth >= 0.9,
+                                 "seed": "1,000,000 callbacks + 1,000,000 dismissals + 3,000,000 members"}
+        if args.profile:
+            pg = next(t for t in targets if t.name == "pg")
+            pg.empty()
+            log(f"ingest: profiling the pg target with py-spy for {args.seconds} s")
+            results["profile_pg"] = profile(pg, procs, wd, seconds=int(args.seconds), connections=args.connections,
+                                            threads=args.wrk_threads)
+    if not args.keep:
+        common.drop_db("bench_ingest")
+        if args.growth:
+            common.drop_db("bench_ingest_1m")
+    return results
