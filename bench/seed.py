@@ -79,7 +79,7 @@ def ensure_template(n: int = 1_000_000, *, reseed: bool = False) -> str:
     """The template database with the seed rows (built once; reused while SEED_VERSION holds)."""
     name = TEMPLATE if n == 1_000_000 else f"{TEMPLATE}_{n}"
     if db_exists(name) and not reseed:
-        marker = psql("SELECT obj_description(oid, 'pg_database') FROM pg_database "
+        marker = psql("SELECT shobj_description(oid, 'pg_database') FROM pg_database "
                       f"WHERE datname = '{name}'").strip()
         if marker == f"complete {n}":
             log(f"seed: reusing template database {name} ({n:,} dismissals); --reseed rebuilds it")
