@@ -27,6 +27,7 @@ def create_app(config: Config | None = None, *, database=None, metrics=None) -> 
     db.init_app(app, database)
     app.extensions["receiver.metrics"] = metrics or Metrics()
     app.extensions["receiver.migration_head"] = migrate.head_revision()
+    _init_spool(app, config, database)
 
     from receiver import monitoring
     from receiver.dashboard import bp as dashboard_bp
@@ -48,3 +49,17 @@ def create_app(config: Config | None = None, *, database=None, metrics=None) -> 
 
     register_cli(app)
     return app
+
+
+def _init_spool(app: Flask, config: Config, database) -> None:
+    from receiver.callbacks.outage import OutageBreaker, SpoolDrainer
+    from receiver.callbacks.spool import Spool
+
+    spool = Spool(config.spool_dir)
+    metrics = app.extensions["receiver.metrics"]
+    drainer = SpoolDrainer(spool, database, on_drained=metrics.drained.inc)
+    app.extensions["receiver.spool"] = spool
+    app.extensions["receiver.outage"] = OutageBreaker()
+    app.extensions["receiver.drainer"] = drainer
+    if spool.segments():  # left by an earlier process or an outage: drain in the background
+        drainer.wake()

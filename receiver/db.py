@@ -39,6 +39,8 @@ def make_engine(url: str, **kwargs) -> Engine:
         _configure_sqlite(engine)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    # An unreachable server must fail fast: callbacks fall back to the spool (IM waits 2 s at most).
+    kwargs.setdefault("connect_args", {}).setdefault("connect_timeout", 2)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     return create_engine(url, **kwargs)
@@ -53,7 +55,9 @@ def _configure_sqlite(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cur = dbapi_connection.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA busy_timeout=30000")
+        # Short enough that a callback can still be spooled inside IM's 2 s budget when the
+        # file is locked for long; writers here hold the lock for milliseconds.
+        cur.execute("PRAGMA busy_timeout=1500")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()

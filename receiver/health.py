@@ -38,4 +38,7 @@ def readyz():
         checks["database"] = f"unreachable: {type(exc).__name__}"
     finally:
         session.close()
+    spool = current_app.extensions["receiver.spool"]
+    checks["spool_depth"] = spool.depth()
+    checks["database_outage"] = current_app.extensions["receiver.outage"].is_open() or checks["database"] != "ok"
     return jsonify(status="ready" if ready else "not ready", checks=checks), (200 if ready else 503)

@@ -147,3 +147,31 @@ def quarantine(session: Session, *, reason: str, raw_body: bytes, meta: RequestM
     session.add(row)
     session.commit()
     return row.id
+
+
+@dataclass(frozen=True)
+class Handled:
+    outcome: str  # "stored" | "duplicate" | "quarantined" | "ignored"
+    reason: str = ""
+    record: RecordResult | None = None
+    quarantine_id: str | None = None
+
+
+def handle_body(session: Session, *, raw_body: bytes, meta: RequestMeta, now: datetime | None = None) -> Handled:
+    """Validate a callback body and store it once, or quarantine it with the reason; commit.
+
+    The endpoint, the spool drain and replay all come through here, so they cannot disagree.
+    """
+    from receiver.callbacks.parsing import Refused, group_id_of, validate_body
+
+    result = validate_body(raw_body, meta.command)
+    if isinstance(result, Refused):
+        if result.ignored:
+            return Handled("ignored", result.reason)
+        qid = quarantine(session, reason=result.reason, raw_body=raw_body, meta=meta,
+                         group_id=group_id_of(raw_body), now=now)
+        return Handled("quarantined", result.reason, quarantine_id=qid)
+    if meta.command is None:
+        meta = RequestMeta(**{**meta.__dict__, "command": result.command})
+    record = record_group_destroyed(session, data=result.data, body=result.body, raw_body=raw_body, meta=meta, now=now)
+    return Handled(record.outcome, record=record)

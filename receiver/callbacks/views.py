@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 
-from flask import Blueprint, current_app, jsonify, request
-from marshmallow import ValidationError
+from flask import Blueprint, current_app, g, jsonify, request
 
 from receiver.callbacks import verify
-from receiver.callbacks.service import RequestMeta, quarantine, record_group_destroyed
+from receiver.callbacks.outage import DATABASE_DOWN
+from receiver.callbacks.parsing import Refused, validate_body
+from receiver.callbacks.service import Handled, RequestMeta, handle_body
+from receiver.callbacks.spool import SpooledRequest
 from receiver.db import get_session
-from receiver.schemas.tencent import GROUP_DESTROYED, GroupDestroyedSchema, describe_errors
+from receiver.models import utcnow
+from receiver.schemas.tencent import GROUP_DESTROYED
 
 log = logging.getLogger(__name__)
 
@@ -22,25 +24,9 @@ MAX_BODY_BYTES = 1024 * 1024
 ERR_BAD_REQUEST = 4000
 ERR_TOO_LARGE = 4130
 
-_schema = GroupDestroyedSchema()
-
-
 def envelope(http_status: int = 200, error_code: int = 0, info: str = ""):
     body = {"ActionStatus": "OK" if error_code == 0 else "FAIL", "ErrorCode": error_code, "ErrorInfo": info}
     return jsonify(body), http_status
-
-
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _no_duplicate_keys(pairs):
-    obj = {}
-    for key, value in pairs:
-        if key in obj:
-            raise _DuplicateKey(f"duplicate key {key!r} in JSON body")
-        obj[key] = value
-    return obj
 
 
 def _small_int(value: str | None) -> int | None:
@@ -110,42 +96,55 @@ def im_callback():
     if len(raw) > MAX_BODY_BYTES:
         return done("too_large", envelope(413, ERR_TOO_LARGE, f"body exceeds {MAX_BODY_BYTES} bytes"))
     meta = _meta()
+    received_at = utcnow()
+    outage = _outage()
+    handled: Handled | None = None
+    if not outage.is_open():
+        try:
+            handled = handle_body(get_session(), raw_body=raw, meta=meta, now=received_at)
+        except DATABASE_DOWN as exc:
+            _discard_session()
+            outage.trip()
+            log.error("database unreachable; spooling callbacks", extra={"error": type(exc).__name__})
+    if handled is None:
+        # Nothing is lost: the request goes to the local spool and is drained when the database is back.
+        _spool().append(SpooledRequest(received_at, meta, raw))
+        metrics.spooled.inc()
+        _drainer().wake()
+        refused = validate_body(raw, meta.command)
+        if isinstance(refused, Refused) and not refused.ignored:
+            return done("spooled", envelope(400, ERR_BAD_REQUEST, refused.reason))
+        return done("spooled", envelope())
+    if handled.outcome == "quarantined":
+        log.warning("callback quarantined", extra={"reason": handled.reason, "callback_id": handled.quarantine_id,
+                                                   "command": command})
+        return done("quarantined", envelope(400, ERR_BAD_REQUEST, handled.reason))
+    if handled.outcome == "ignored":
+        return done("ignored", envelope())
+    record = handled.record
+    log.info("callback %s", record.outcome, extra={
+        "callback_id": record.callback_id, "dismissal_id": record.dismissal_id,
+        "matched_request": record.matched_request})
+    return done(record.outcome, envelope())
 
-    def reject(reason: str, group_id=None):
-        callback_id = quarantine(get_session(), reason=reason, raw_body=raw, meta=meta, group_id=group_id)
-        log.warning("callback quarantined", extra={"reason": reason, "callback_id": callback_id, "command": command})
-        return done("quarantined", envelope(400, ERR_BAD_REQUEST, reason))
 
-    try:
-        body = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
-    except UnicodeDecodeError:
-        return reject("body is not valid UTF-8")
-    except _DuplicateKey as exc:
-        return reject(f"malformed JSON: {exc}")
-    except (ValueError, RecursionError) as exc:
-        return reject(f"malformed JSON: {str(exc)[:200]}" if isinstance(exc, ValueError) else "malformed JSON: nested too deeply")
-    if not isinstance(body, dict):
-        return reject("JSON body must be an object")
-    body_command = body.get("CallbackCommand")
-    group_id = body.get("GroupId") if isinstance(body.get("GroupId"), str) else None
-    if command is None:
-        if body_command != GROUP_DESTROYED:
-            if isinstance(body_command, str) and body_command:
-                return done("ignored", envelope())
-            return reject("CallbackCommand is missing from the query string and the body", group_id)
-        command = body_command
-        meta = RequestMeta(**{**meta.__dict__, "command": command})
-    elif body_command != command:
-        return reject(f"CallbackCommand in the body ({str(body_command)[:80]!r}) does not match the query ({command!r})", group_id)
-    try:
-        data = _schema.load(body)
-    except ValidationError as err:
-        return reject(f"invalid {GROUP_DESTROYED} body: {describe_errors(err)}"[:1000], group_id)
+def _outage():
+    return current_app.extensions["receiver.outage"]
 
-    result = record_group_destroyed(get_session(), data=data, body=body, raw_body=raw, meta=meta)
-    log.info(
-        "callback %s", result.outcome,
-        extra={"callback_id": result.callback_id, "group_id": data["group_id"], "dismissal_id": result.dismissal_id,
-               "matched_request": result.matched_request},
-    )
-    return done(result.outcome, envelope())
+
+def _spool():
+    return current_app.extensions["receiver.spool"]
+
+
+def _drainer():
+    return current_app.extensions["receiver.drainer"]
+
+
+def _discard_session() -> None:
+    session = g.pop("db_session", None)
+    if session is not None:
+        try:
+            session.rollback()
+            session.close()
+        except Exception:  # the connection is gone; nothing more to undo
+            pass

@@ -13,6 +13,7 @@ from typing import Callable
 
 from sqlalchemy import and_, or_, select
 
+from receiver.callbacks.outage import DATABASE_DOWN
 from receiver.db import Database
 from receiver.dismissals.states import Event, transition
 from receiver.im.errors import CODE_NETWORK, ErrorKind, IMError
@@ -173,6 +174,21 @@ class Dispatcher:
         except Exception as exc:  # transport bugs surface as retryable, never lost
             error = IMError("destroy_group", CODE_NETWORK, f"{type(exc).__name__}: {exc}")
             http_status, code, info, duration = None, CODE_NETWORK, error.info, 0.0
+        # IM has answered: hold on to the answer until the database takes it (it may be down for
+        # a while). Giving up only costs a second call once the lease expires.
+        deadline = time.monotonic() + self.lease.total_seconds()
+        while True:
+            try:
+                self._record(claim, attempts, started, error, http_status, code, info, duration)
+                return
+            except DATABASE_DOWN:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("database unreachable; holding IM's answer", extra={"dismissal_id": claim.id})
+                time.sleep(0.5)
+
+    def _record(self, claim: Claim, attempts: int, started: datetime, error: IMError | None,
+                http_status, code, info, duration) -> None:
         now = self._clock()
         mine = (Dismissal.lease_owner == self.worker_id,)
         with self.database.session_scope() as session:

@@ -10,6 +10,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from receiver.callbacks.outage import SpoolDrainer
+from receiver.callbacks.spool import Spool
 from receiver.config import Config
 from receiver.db import Database
 from receiver.dismissals.dispatcher import Dispatcher
@@ -76,6 +78,7 @@ class WorkerSettings:
     poll_interval: float = 0.05
     reconcile_interval: float = 2.0
     standby_interval: float = 1.0
+    drain_interval: float = 2.0
 
 
 class Worker:
@@ -100,6 +103,9 @@ class Worker:
             on_probe=lambda outcome: self.metrics.probes.labels(outcome=outcome).inc(), on_transition=on_transition,
         )
         self.sender = sender_lease(config, database, self.holder)
+        # Callbacks spooled during a database outage are drained here too, in case no web
+        # process on this host is left to do it.
+        self.drainer = SpoolDrainer(Spool(config.spool_dir), database, on_drained=self.metrics.drained.inc)
         self.reconcile_lease = DatabaseLease(database, RECONCILER_LEASE, self.holder, ttl=30)
 
     def stop(self, *_args) -> None:
@@ -109,10 +115,14 @@ class Worker:
     def run(self) -> None:
         """Loop until stop(): claim and send while holding the sender lease, reconcile on schedule."""
         log.info("worker started", extra={"worker": self.holder, "shared_limit": bool(self.config.redis_url)})
-        next_reconcile = 0.0
+        next_reconcile = next_drain = 0.0
         leading = False
         while not self.stop_event.is_set():
             try:
+                if time.monotonic() >= next_drain:
+                    next_drain = time.monotonic() + self.settings.drain_interval
+                    if self.drainer.spool.segments():
+                        self.drainer.drain_once()
                 if not self.sender.ensure():
                     if leading:
                         log.warning("lost the sender lease; standing by", extra={"worker": self.holder})

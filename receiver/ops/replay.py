@@ -2,74 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
-from marshmallow import ValidationError
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from receiver.callbacks.parsing import Parsed, Refused, validate_body
 from receiver.callbacks.service import RequestMeta, dedupe_key, record_group_destroyed
 from receiver.models import Callback, CallbackState, utcnow
-from receiver.schemas.tencent import GROUP_DESTROYED, GroupDestroyedSchema, describe_errors
+from receiver.schemas.tencent import GROUP_DESTROYED
 
-_schema = GroupDestroyedSchema()
 INVALID_PREFIX = "invalid: "
-
-
-@dataclass(frozen=True)
-class Parsed:
-    """A body that passes validation now."""
-
-    data: dict[str, Any]
-    body: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Refused:
-    reason: str
-    ignored: bool = False  # a command we do not handle: nothing to store, nothing wrong
-
-
-def _no_duplicate_keys(pairs):
-    obj = {}
-    for key, value in pairs:
-        if key in obj:
-            raise ValueError(f"duplicate key {key!r} in JSON body")
-        obj[key] = value
-    return obj
-
-
-def validate_body(raw: bytes, query_command: str | None) -> Parsed | Refused:
-    """The callback endpoint's body checks, as a pure function (same order, same reasons)."""
-    try:
-        body = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
-    except UnicodeDecodeError:
-        return Refused("body is not valid UTF-8")
-    except RecursionError:
-        return Refused("malformed JSON: nested too deeply")
-    except ValueError as exc:
-        return Refused(f"malformed JSON: {str(exc)[:200]}")
-    if not isinstance(body, dict):
-        return Refused("JSON body must be an object")
-    body_command = body.get("CallbackCommand")
-    if query_command is None:
-        if body_command != GROUP_DESTROYED:
-            if isinstance(body_command, str) and body_command:
-                return Refused(f"{body_command[:80]!r} is not a command this service stores", ignored=True)
-            return Refused("CallbackCommand is missing from the query string and the body")
-    elif query_command != GROUP_DESTROYED:
-        return Refused(f"{query_command[:80]!r} is not a command this service stores", ignored=True)
-    elif body_command != query_command:
-        return Refused(f"CallbackCommand in the body ({str(body_command)[:80]!r}) does not match the query ({query_command!r})")
-    try:
-        data = _schema.load(body)
-    except ValidationError as err:
-        return Refused(f"invalid {GROUP_DESTROYED} body: {describe_errors(err)}"[:1000])
-    return Parsed(data, body)
 
 
 @dataclass

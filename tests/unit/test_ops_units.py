@@ -10,7 +10,7 @@ from hypothesis import given, strategies as st
 
 from receiver.ops.durations import parse_duration
 from receiver.ops.overview import LATENCY_BUCKETS, latency_chart
-from receiver.ops.replay import Parsed, Refused, validate_body
+from receiver.callbacks.parsing import Parsed, Refused, validate_body
 from tests.helpers import GROUP_DESTROYED, destroyed_body
 
 

@@ -1,0 +1,167 @@
+"""A local durable spool for callbacks that arrive while the database is unreachable.
+
+Each process appends to its own segment file (one JSON line per request, flushed and fsynced
+before IM is answered) and holds an exclusive `flock` on it while it writes. A drainer — any
+process — takes segments nobody holds, oldest first, feeds each line through the same code the
+endpoint uses (so the dedupe key makes a re-drain harmless), and deletes the segment when done.
+A line torn by a crash was never acknowledged and is skipped.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Iterator
+
+from receiver.callbacks.service import RequestMeta
+
+log = logging.getLogger(__name__)
+
+SEGMENT_SUFFIX = ".jsonl"
+
+
+@dataclass(frozen=True)
+class SpooledRequest:
+    received_at: datetime
+    meta: RequestMeta
+    raw_body: bytes
+
+    def to_line(self) -> bytes:
+        doc = {"received_at": self.received_at.isoformat(), "meta": asdict(self.meta),
+               "body": base64.b64encode(self.raw_body).decode("ascii")}
+        return json.dumps(doc, separators=(",", ":")).encode() + b"\n"
+
+    @classmethod
+    def from_line(cls, line: bytes) -> "SpooledRequest":
+        doc = json.loads(line)
+        return cls(datetime.fromisoformat(doc["received_at"]), RequestMeta(**doc["meta"]),
+                   base64.b64decode(doc["body"]))
+
+
+class Spool:
+    """The spool directory of one process: append here, drain everyone's."""
+
+    def __init__(self, directory: Path, *, clock: Callable[[], float] = time.time) -> None:
+        self.directory = Path(directory)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._segment: Path | None = None
+        self._fd: int | None = None
+        self._segment_pid: int | None = None
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def append(self, item: SpooledRequest) -> None:
+        """Write one request durably (returns only after fsync)."""
+        line = item.to_line()
+        with self._lock:
+            fd = self._writer_fd()
+            os.write(fd, line)
+            os.fsync(fd)
+
+    def _writer_fd(self) -> int:
+        if self._fd is not None and self._segment_pid == os.getpid():
+            return self._fd
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = f"{int(self._clock() * 1000):013d}-{os.getpid()}-{os.urandom(3).hex()}{SEGMENT_SUFFIX}"
+        path = self.directory / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # ours while we write; released on close or death
+        _fsync_dir(self.directory)
+        self._segment, self._fd, self._segment_pid = path, fd, os.getpid()
+        return fd
+
+    def close_segment(self) -> None:
+        """Stop writing the current segment so a drainer may take it."""
+        with self._lock:
+            if self._fd is not None and self._segment_pid == os.getpid():
+                os.close(self._fd)
+            self._fd = self._segment = self._segment_pid = None
+
+    # -- draining -------------------------------------------------------------------------------
+
+    def segments(self) -> list[Path]:
+        if not self.directory.is_dir():
+            return []
+        return sorted(p for p in self.directory.iterdir() if p.name.endswith(SEGMENT_SUFFIX))
+
+    def depth(self) -> int:
+        """Requests waiting in the spool (lines in all segments)."""
+        total = 0
+        for path in self.segments():
+            try:
+                with open(path, "rb") as f:
+                    total += sum(1 for line in f if line.endswith(b"\n"))
+            except FileNotFoundError:
+                continue
+        return total
+
+    def drain(self, handle: Callable[[SpooledRequest], None]) -> int:
+        """Feed every spooled request nobody is writing to `handle`, oldest first; return how many.
+
+        `handle` must raise if the database is still unreachable: the segment is then kept, and
+        the lines already handled are skipped next time (`.done` sidecar).
+        """
+        drained = 0
+        for path in self.segments():
+            if path == self._segment:
+                self.close_segment()  # our own: we are draining, so the database is back
+            try:
+                fd = os.open(path, os.O_RDWR)
+            except FileNotFoundError:
+                continue
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # another process writes or drains it
+                done_path = path.with_name(path.name + ".done")
+                skip = int(done_path.read_text() or 0) if done_path.exists() else 0
+                for index, line in enumerate(_lines(fd)):
+                    if index < skip:
+                        continue
+                    if not line.endswith(b"\n"):
+                        log.warning("skipping a torn spool line", extra={"segment": path.name})
+                        break
+                    try:
+                        item = SpooledRequest.from_line(line)
+                    except (ValueError, KeyError, TypeError):
+                        log.error("unreadable spool line kept aside", extra={"segment": path.name, "line": index})
+                        _keep_aside(path, line)
+                        done_path.write_text(str(index + 1))
+                        continue
+                    handle(item)
+                    drained += 1
+                    done_path.write_text(str(index + 1))
+                path.unlink()
+                done_path.unlink(missing_ok=True)
+            finally:
+                os.close(fd)
+        return drained
+
+
+def _lines(fd: int) -> Iterator[bytes]:
+    with os.fdopen(os.dup(fd), "rb") as f:
+        f.seek(0)
+        yield from f
+
+
+def _keep_aside(path: Path, line: bytes) -> None:
+    with open(path.with_name(path.name + ".bad"), "ab") as f:
+        f.write(line)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,107 @@
+"""A database outage loses no callback: each is acknowledged in time, spooled, and drained once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import requests
+from sqlalchemy import func, select, text
+
+from receiver.db import Database
+from receiver.models import Callback, CallbackState, Dismissal
+from tests.conftest import TEST_SDKAPPID
+from tests.fixtures.tcpproxy import TCPProxy
+from tests.helpers import callback_query, destroyed_body, encode
+
+N = 2000
+
+
+class Outage:
+    """Make the backend unreachable for a while: a cut proxy (PostgreSQL) or a held write lock (SQLite)."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.proxy = None
+        self._lock_conn = None
+        if backend.name == "postgresql":
+            parts = urlsplit(backend.url)
+            self.proxy = TCPProxy(parts.hostname, parts.port or 5432)
+            netloc = parts.netloc.replace(f"{parts.hostname}:{parts.port}", f"127.0.0.1:{self.proxy.port}")
+            self.url = urlunsplit(parts._replace(netloc=netloc))
+        else:
+            self.url = backend.url
+
+    def begin(self):
+        if self.proxy:
+            self.proxy.cut()
+        else:
+            self._lock_conn = self.backend.engine.raw_connection()
+            self._lock_conn.driver_connection.execute("BEGIN EXCLUSIVE")
+
+    def end(self):
+        if self.proxy:
+            self.proxy.restore()
+        else:
+            self._lock_conn.driver_connection.execute("ROLLBACK")
+            self._lock_conn.close()
+
+    def close(self):
+        if self.proxy:
+            self.proxy.close()
+
+
+@pytest.fixture
+def outage(backend):
+    o = Outage(backend)
+    yield o
+    o.close()
+
+
+def test_callbacks_during_an_outage_are_acknowledged_spooled_and_stored_exactly_once(
+        backend, committed_db, outage, app_factory, live_server_factory, tmp_path):
+    database = Database(outage.url)
+    app = app_factory(database)
+    server = live_server_factory(app, threaded=True)
+    url = f"{server.url}/im/callback?{callback_query(TEST_SDKAPPID)}"
+    bodies = [encode(destroyed_body(f"outage-{i}", event_time=1_700_000_000_000 + i)) for i in range(N)]
+    slowest = 0.0
+    statuses = []
+    ready_during = None
+    with requests.Session() as http:
+        for i, raw in enumerate(bodies):
+            if i == 400:
+                outage.begin()
+            if i == 800:
+                ready_during = http.get(f"{server.url}/readyz", timeout=10)
+                outage.end()
+            t0 = time.monotonic()
+            resp = http.post(url, data=raw, headers={"Content-Type": "application/json"}, timeout=10)
+            slowest = max(slowest, time.monotonic() - t0)
+            statuses.append((resp.status_code, resp.json()["ErrorCode"]))
+    assert set(statuses) == {(200, 0)}
+    assert slowest < 2.0, f"a callback took {slowest:.2f}s to be acknowledged"
+    # /readyz said so during the outage, with the spool depth.
+    assert ready_during.status_code == 503
+    assert ready_during.json()["checks"]["spool_depth"] > 0
+    metrics = app.extensions["receiver.metrics"]
+    assert metrics.spooled._value.get() > 0
+
+    deadline = time.monotonic() + 30
+    while True:
+        with committed_db.session_scope() as s:
+            stored = s.scalar(select(func.count()).select_from(Callback).where(Callback.state == CallbackState.ACCEPTED))
+        if (stored >= N and metrics.drained._value.get() == metrics.spooled._value.get()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    with committed_db.session_scope() as s:
+        groups = s.scalars(select(Callback.group_id)).all()
+        assert sorted(groups) == sorted(f"outage-{i}" for i in range(N))  # all, once each
+        assert s.scalar(select(func.sum(Callback.duplicates))) == 0
+        assert s.scalar(select(func.count()).select_from(Dismissal)) == N
+    assert metrics.drained._value.get() == metrics.spooled._value.get()
+    assert app.extensions["receiver.spool"].depth() == 0
+    assert server.http.get(f"{server.url}/readyz").json()["checks"]["spool_depth"] == 0
+    database.dispose()
