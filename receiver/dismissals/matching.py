@@ -14,6 +14,10 @@ from receiver.models import OPEN_STATUSES, Confirmation, Dismissal, Source, Stat
 # IM's EventTime and our clock are both NTP-kept; a callback whose event happened this long
 # before we even asked for the dismissal cannot have been caused by our request.
 CLOCK_TOLERANCE = timedelta(seconds=5)
+# A finished request (failed, unconfirmed, or confirmed without a callback) still takes a late
+# callback as its evidence, but not forever: a custom group ID can be re-created and dismissed
+# again by someone else much later.
+LATE_EVIDENCE_WINDOW = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,11 @@ def match_callback(
     ).all()
     # Prefer the open request; otherwise the newest one still lacking callback evidence.
     candidates.sort(key=lambda d: (d.status not in OPEN_STATUSES, ))
+    reference = event_time or now
     for candidate in candidates:
+        if (candidate.status not in OPEN_STATUSES and candidate.requested_at is not None
+                and reference > candidate.requested_at + LATE_EVIDENCE_WINDOW):
+            continue
         if event_time is not None and candidate.requested_at is not None and event_time < candidate.requested_at - CLOCK_TOLERANCE:
             # The group was dismissed before we asked: the callback is someone else's dismissal,
             # and our open request is moot.

@@ -209,3 +209,16 @@ def test_eight_threads_posting_the_same_callback_store_one_row(committed_db, app
         assert s.scalar(select(Callback.duplicates)) == 7
         assert s.scalar(select(func.count()).select_from(Dismissal)) == 1
         assert s.scalar(select(func.count()).select_from(GroupMember)) == 3
+
+
+def test_a_finished_request_does_not_claim_a_dismissal_from_much_later(live, db):
+    """A custom group ID re-created and dismissed by someone else days later is not ours."""
+    with db.session_scope() as s:
+        s.add(Dismissal(group_id="reused-id", sdkappid=TEST_SDKAPPID, source=Source.API, status=Status.CONFIRMED,
+                        confirmation=Confirmation.PROBE, requested_at=utcnow() - timedelta(days=3),
+                        confirmed_at=utcnow() - timedelta(days=3), attempts=1))
+    post(live, destroyed_body("reused-id", event_time=int(time.time() * 1000)))
+    with db.session_scope() as s:
+        rows = {d.source: d for d in s.scalars(select(Dismissal))}
+        assert rows[Source.API].callback_id is None and rows[Source.API].confirmation == Confirmation.PROBE
+        assert rows[Source.EXTERNAL].callback_id is not None
