@@ -42,16 +42,8 @@ def wait_for_final(database: Database, ids: list[str], *, timeout: float, interv
 
 
 def describe(session, dismissal_id: str) -> dict | None:
+    """The dismissal as the API shows it, or None."""
+    from receiver.schemas.api import dump_dismissal
+
     d = session.get(Dismissal, dismissal_id)
-    if d is None:
-        return None
-
-    def t(value):
-        return value.isoformat().replace("+00:00", "Z") if value else None
-
-    return {
-        "id": d.id, "group_id": d.group_id, "source": d.source.value, "status": d.status.value,
-        "confirmation": d.confirmation.value if d.confirmation else None, "attempts": d.attempts,
-        "requested_at": t(d.requested_at), "sent_at": t(d.sent_at), "confirmed_at": t(d.confirmed_at),
-        "last_error": {"code": d.last_error_code, "info": d.last_error_info} if d.last_error_code is not None else None,
-    }
+    return None if d is None else dump_dismissal(d)
