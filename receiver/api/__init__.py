@@ -40,12 +40,23 @@ def is_api_path(path: str) -> bool:
     return path == PREFIX or path.startswith(PREFIX + "/")
 
 
+def _is_docs_path(path: str) -> bool:
+    return path == f"{PREFIX}/openapi.json" or path == f"{PREFIX}/docs" or path.startswith(f"{PREFIX}/docs/")
+
+
 def _guard_v1():
     """Authenticate every /v1 request, and answer /v1 routing errors in the /v1 error shape."""
     if not is_api_path(request.path):
         return None
+    presented = bearer_token(request.headers.get("Authorization"))
+    if presented is None and request.method == "GET" and _is_docs_path(request.path):
+        # A browser signed in to the dashboard may read the docs (its cookie is HttpOnly and
+        # SameSite=Strict); every other /v1 call needs the header.
+        from receiver.dashboard import COOKIE
+
+        presented = request.cookies.get(COOKIE)
     try:
-        check_token(bearer_token(request.headers.get("Authorization")), current_app.config["RECEIVER"].api_tokens)
+        check_token(presented, current_app.config["RECEIVER"].api_tokens)
     except AuthError as exc:
         return error_response(401, str(exc), headers={"WWW-Authenticate": 'Bearer realm="v1"'})
     exc = request.routing_exception

@@ -85,3 +85,16 @@ def test_openapi_document_is_valid_and_documents_auth_and_errors(client):
 def test_docs_page_is_served(client):
     resp = client.get("/v1/docs", headers=AUTH)
     assert resp.status_code == 200 and b"swagger-ui" in resp.data
+
+
+def test_a_dashboard_session_may_read_the_docs_but_not_call_the_api(client):
+    from receiver.dashboard import COOKIE
+
+    assert client.get("/v1/openapi.json").status_code == 401
+    client.set_cookie(COOKIE, API_TOKEN)
+    assert client.get("/v1/openapi.json").status_code == 200
+    assert client.get("/v1/docs").status_code == 200
+    assert client.get("/v1/dismissals").status_code == 401
+    assert client.post("/v1/dismissals", json={"group_id": "g"}).status_code == 401
+    client.set_cookie(COOKIE, "wrong")
+    assert client.get("/v1/openapi.json").status_code == 401
