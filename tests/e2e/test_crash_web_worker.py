@@ -50,8 +50,9 @@ def service_env(database_url: str, **extra: str) -> dict[str, str]:
 class Web:
     """`gunicorn -c gunicorn.conf.py wsgi:app` as the Procfile runs it, on a free port."""
 
-    def __init__(self, env: dict[str, str], log: Path, *, workers: int = 2, threads: int = 8) -> None:
-        self.port = free_port()
+    def __init__(self, env: dict[str, str], log: Path, *, workers: int = 2, threads: int = 8,
+                 port: int | None = None) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**env, "PORT": str(self.port), "WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": str(threads)}
         self.log = log
