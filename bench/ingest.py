@@ -44,25 +44,66 @@ def signed_query(request_time: int | None = None) -> str:
             f"&ClientIP=10.0.0.1&OptPlatform=RESTAPI&Sign={sign}&RequestTime={rt}")
 
 
+_HZ = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_snapshot() -> dict[str, float]:
+    """CPU seconds used so far: the whole machine (busy), and live processes grouped by name."""
+    out: dict[str, float] = {"machine_busy": 0.0, "gunicorn": 0.0, "postgres": 0.0, "wrk": 0.0}
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    out["machine_busy"] = (sum(fields) - fields[3] - fields[4]) / _HZ  # minus idle and iowait
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        rest = stat[stat.rindex(")") + 2:].split()
+        used = (int(rest[11]) + int(rest[12])) / _HZ
+        if comm.startswith("postgres"):
+            out["postgres"] += used
+        elif comm == "wrk":
+            out["wrk"] += used
+        elif comm.startswith("gunicorn") or "gunicorn" in comm:
+            out["gunicorn"] += used
+    return out
+
+
+def cpu_ms_per_request(before: dict, after: dict, requests: int) -> dict:
+    d = {k: after[k] - before[k] for k in before}
+    d["other_or_exited"] = d["machine_busy"] - d["gunicorn"] - d["postgres"] - d["wrk"]
+    return {k: round(1000 * v / max(requests, 1), 3) for k, v in d.items()}
+
+
 def run_wrk(port: int, *, seconds: float, connections: int, threads: int, prefix: str) -> dict:
     """One wrk run against /im/callback; a fresh RequestTime is signed for every run."""
     env = {**os.environ, "BENCH_QUERY": signed_query(), "BENCH_PREFIX": prefix,
            "BENCH_EVENT_MS": str(int(time.time() * 1000))}
     argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{int(seconds)}s", "--timeout", "10s",
             "-s", str(LUA), f"http://127.0.0.1:{port}"]
+    cpu_before = cpu_snapshot()
     out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + 60)
+    cpu_after = cpu_snapshot()
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCH_RESULT ")), None)
     if out.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({out.returncode}): {out.stdout[-1500:]} {out.stderr[-1500:]}")
     res = json.loads(line[len("BENCH_RESULT "):])
     res["rps"] = res["requests"] / (res["duration_us"] / 1e6)
+    res["cpu_ms_per_request"] = cpu_ms_per_request(cpu_before, cpu_after, res["requests"])
     res["errors"] = res["non2xx"] + res["connect_errors"] + res["read_errors"] + res["write_errors"] + res["timeouts"]
     return res
 
 
 class Target:
-    def __init__(self, name: str, app: str, database_url: str | None, kind: str) -> None:
+    def __init__(self, name: str, app: str, database_url: str | None, kind: str, *, env: dict | None = None,
+                 diagnostic: str | None = None) -> None:
         self.name, self.app, self.database_url, self.kind = name, app, database_url, kind
+        self.env = env or {}
+        self.diagnostic = diagnostic
         self.port = common.free_port()
         self.proc = None
         self.rounds: list[dict] = []
@@ -90,16 +131,24 @@ class Target:
 
 def profile(target: Target, procs: common.Processes, workdir: Path, *, seconds: int, connections: int,
             threads: int) -> dict:
+    """Two py-spy runs under load: wall time of request threads, and only samples holding the GIL
+    (where the Python CPU goes: the workers use ~10× the bare app's CPU per request)."""
+    return {"wall": _profile(target, workdir, "wall", seconds=seconds, connections=connections, threads=threads),
+            "gil": _profile(target, workdir, "gil", seconds=seconds, connections=connections, threads=threads)}
+
+
+def _profile(target: Target, workdir: Path, mode: str, *, seconds: int, connections: int, threads: int) -> dict:
     """Sample the receiver's gunicorn workers with py-spy while wrk loads it; aggregate the stacks."""
     pyspy = shutil.which("py-spy") or str(common.BIN / "py-spy")
     if not os.path.exists(pyspy):
         return {"skipped": "py-spy is not installed (`.venv/bin/pip install py-spy`)"}
-    raw = workdir / "pyspy.txt"
+    raw = workdir / f"pyspy-{mode}.txt"
     spy = subprocess.Popen([pyspy, "record", "--pid", str(target.proc.pid), "--subprocesses", "--nonblocking",
+                            *(["--gil"] if mode == "gil" else []),
                             "--format", "raw", "--rate", "200", "--duration", str(seconds + 2), "-o", str(raw)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(1.5)
-    load = run_wrk(target.port, seconds=seconds, connections=connections, threads=threads, prefix="prof")
+    load = run_wrk(target.port, seconds=seconds, connections=connections, threads=threads, prefix=f"prof{mode}")
     try:
         _, err = spy.communicate(timeout=seconds + 60)
     except subprocess.TimeoutExpired:
@@ -125,12 +174,31 @@ BUCKETS = [
 ]
 
 
+# Inclusive shares of request time by what a thread was doing (a sample may count in several).
+PHASES = {
+    "pool checkout (total)": "_checkout (sqlalchemy/pool",
+    "  pool_pre_ping round trip": "_do_ping_w_event",
+    "  opening new connections (overflow churn)": "connect (psycopg/connection.py",
+    "cursor.execute (all statements)": "execute (psycopg/cursor.py",
+    "cursor.executemany (members)": "executemany (psycopg/cursor.py",
+    "ORM flush (external dismissal INSERT)": "flush (sqlalchemy/orm/session.py",
+    "COMMIT (WAL flush wait)": "commit (psycopg/connection.py",
+    "SQL compile / cache key": "_generate_cache_key",
+    "logging": "callHandlers (logging",
+    "new_id (ULID)": "new_id (",
+    "marshmallow": "marshmallow/",
+    "prometheus": "prometheus_client/",
+}
+
+
 def aggregate_stacks(lines: list[str]) -> dict:
     """py-spy raw (collapsed) stacks → self time by function, inclusive time by receiver function, buckets."""
     total = 0
     self_time: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     buckets: Counter[str] = Counter()
+    phases: Counter[str] = Counter()
+    functions: Counter[str] = Counter()
     request_samples = 0
     for line in lines:
         stack, _, n = line.rpartition(" ")
@@ -147,6 +215,11 @@ def aggregate_stacks(lines: list[str]) -> dict:
         for f in set(frames):
             if "receiver/" in f or "bench/" in f:
                 inclusive[_short(f)] += n
+        for f in {_short(f).split(":")[0] + ")" for f in frames if "receiver/" in f}:
+            functions[f] += n
+        for phase, key in PHASES.items():
+            if key in line:
+                phases[phase] += n
         for f in reversed(frames):
             hit = next((name for name, keys in BUCKETS if any(k in f for k in keys)), None)
             if hit:
@@ -158,8 +231,9 @@ def aggregate_stacks(lines: list[str]) -> dict:
     if not total:
         return {"samples": 0}
     share = lambda c: [(k, round(100 * v / total, 1)) for k, v in c.most_common(15)]  # noqa: E731
-    return {"samples": total, "buckets_pct": share(buckets), "self_pct": share(self_time),
-            "receiver_inclusive_pct": share(inclusive)}
+    return {"samples": total, "phases_inclusive_pct": [(k, round(100 * phases[k] / total, 1)) for k in PHASES],
+            "buckets_pct": share(buckets), "self_pct": share(self_time),
+            "receiver_functions_inclusive_pct": share(functions), "receiver_lines_inclusive_pct": share(inclusive)}
 
 
 def _short(frame: str) -> str:
@@ -193,13 +267,26 @@ def run(args) -> dict:
 
             copy_of_template("bench_ingest_1m", reseed=args.reseed)
             targets.append(Target("pg_1m", "wsgi:app", common.pg_url("bench_ingest_1m"), "pg"))
+        if args.diagnose:
+            # Not candidate settings (acknowledging before the WAL is flushed loses callbacks on a
+            # crash): measurements of how much of the cost is commit latency and logging.
+            common.create_db("bench_ingest_nosync")
+            common.migrate(common.pg_url("bench_ingest_nosync"))
+            targets.append(Target("pg_nosync", "wsgi:app", common.pg_url("bench_ingest_nosync"), "pg",
+                                  env={"PGOPTIONS": "-c synchronous_commit=off"},
+                                  diagnostic="DIAGNOSTIC ONLY: synchronous_commit=off (how much is WAL flush latency)"))
+            common.create_db("bench_ingest_quiet")
+            common.migrate(common.pg_url("bench_ingest_quiet"))
+            targets.append(Target("pg_quiet", "wsgi:app", common.pg_url("bench_ingest_quiet"), "pg",
+                                  env={"LOG_LEVEL": "WARNING"},
+                                  diagnostic="DIAGNOSTIC: LOG_LEVEL=WARNING (cost of the per-callback INFO lines)"))
         if args.sqlite:
             url = f"sqlite:///{wd}/ingest.db"
             common.migrate(url)
             targets.append(Target("sqlite", "wsgi:app", url, "sqlite"))
         for t in targets:
             env = common.service_env(t.database_url or "sqlite:///" + str(wd / "unused.db"),
-                                     SPOOL_DIR=str(wd / f"spool-{t.name}"))
+                                     SPOOL_DIR=str(wd / f"spool-{t.name}"), **t.env)
             t.proc = common.gunicorn(procs, t.name, t.app, t.port, env)
         for t in targets:
             common.wait_http(f"http://127.0.0.1:{t.port}/healthz", t.proc)
@@ -217,11 +304,15 @@ def run(args) -> dict:
                     time.sleep(0.3)
                     res["stored"] = t.stored() - before
                     ok = res["requests"] - res["errors"]
-                    res["stored_check"] = "ok" if 0 <= res["stored"] - ok <= args.connections else "MISMATCH"
+                    # every 200 must be a committed row (a few rows may be committed after wrk stopped counting)
+                    res["answered_not_in_db"] = max(ok - res["stored"], 0)
+                    res["stored_check"] = ("ok" if 0 <= res["stored"] - ok <= args.connections
+                                           else f"{ok - res['stored']} answered but not in the database")
                 t.rounds.append(res)
-                log(f"ingest round {r + 1}/{args.rounds} {t.name:7s} {res['rps']:8.1f} req/s  "
+                log(f"ingest round {r + 1}/{args.rounds} {t.name:9s} {res['rps']:8.1f} req/s  "
                     f"p50 {res['p50_us'] / 1000:6.1f} ms  p99 {res['p99_us'] / 1000:6.1f} ms  errors {res['errors']}"
-                    + (f"  stored {res['stored']} ({res['stored_check']})" if "stored" in res else ""))
+                    + (f"  stored {res['stored']} ({res['stored_check']})" if "stored" in res else "")
+                    + "  cpu ms/req " + " ".join(f"{k}={v}" for k, v in res["cpu_ms_per_request"].items()))
         bare = targets[0]
         summary = {}
         for t in targets:
@@ -234,7 +325,12 @@ def run(args) -> dict:
                 ratios = [x["rps"] / b["rps"] for x, b in zip(t.rounds, bare.rounds)]
                 entry["ratio_per_round"] = [round(v, 3) for v in ratios]
                 entry["ratio_median"] = round(median(ratios), 3)
-                entry["stored_checks"] = Counter(x.get("stored_check") for x in t.rounds)
+                entry["stored_checks"] = dict(Counter(x.get("stored_check") for x in t.rounds))
+                entry["answered_not_in_db"] = sum(x.get("answered_not_in_db", 0) for x in t.rounds)
+            entry["cpu_ms_per_request_median"] = {
+                k: round(median([x["cpu_ms_per_request"][k] for x in t.rounds]), 3) for k in t.rounds[0]["cpu_ms_per_request"]}
+            if t.diagnostic:
+                entry["diagnostic"] = t.diagnostic
             summary[t.name] = entry
         results["targets"] = summary
         if "pg" in summary:
@@ -250,7 +346,6 @@ def run(args) -> dict:
             results["profile_pg"] = profile(pg, procs, wd, seconds=int(args.seconds), connections=args.connections,
                                             threads=args.wrk_threads)
     if not args.keep:
-        common.drop_db("bench_ingest")
-        if args.growth:
-            common.drop_db("bench_ingest_1m")
+        for db in ("bench_ingest", "bench_ingest_1m", "bench_ingest_nosync", "bench_ingest_quiet"):
+            common.drop_db(db)
     return results

@@ -29,6 +29,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-growth", dest="growth", action="store_false", help="ingest: skip the 1,000,000-callback target")
     p.add_argument("--no-sqlite", dest="sqlite", action="store_false", help="ingest: skip the SQLite target")
     p.add_argument("--no-profile", dest="profile", action="store_false", help="ingest: skip the py-spy round")
+    p.add_argument("--no-diagnose", dest="diagnose", action="store_false",
+                   help="ingest: skip the diagnostic targets (synchronous_commit=off, LOG_LEVEL=WARNING)")
     p.add_argument("--dismissals", type=int, default=10_000, help="dispatch: dismissals in the batch")
     p.add_argument("--requests", type=int, default=300, help="query: sequential requests per endpoint")
     p.add_argument("--reseed", action="store_true", help="rebuild the 1,000,000-row template database")
