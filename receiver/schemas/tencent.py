@@ -13,6 +13,10 @@ _group_id = validate.Length(min=1, max=200)
 _account = validate.Length(min=1, max=128)
 
 
+# The last millisecond of 9999-12-31: later times cannot become a datetime (nor are they real).
+_MAX_EVENT_TIME_MS = 253402300799999
+
+
 class EventTimeField(fields.Field):
     """Milliseconds since the epoch, sent as a number or a numeric string (the doc shows both)."""
 
@@ -28,7 +32,7 @@ class EventTimeField(fields.Field):
             value = int(value)
         elif isinstance(value, float) and value.is_integer():
             value = int(value)
-        if not isinstance(value, int) or not (0 <= value < 2**53):
+        if not isinstance(value, int) or not (0 <= value <= _MAX_EVENT_TIME_MS):
             raise self.make_error("invalid")
         return value
 
