@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Iterator
 
@@ -55,16 +56,33 @@ def _configure_sqlite(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cur = dbapi_connection.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        # Short enough that a callback can still be spooled inside IM's 2 s budget when the
-        # file is locked for long; writers here hold the lock for milliseconds.
-        cur.execute("PRAGMA busy_timeout=1500")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection, _record, _proxy):
+        dbapi_connection.execute(f"PRAGMA busy_timeout={int(_sqlite_busy_ms.get())}")
+
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+# How long a SQLite connection waits for the write lock. Writers hold it for milliseconds, but a
+# loaded machine can stretch that; the callback path lowers it (`sqlite_busy_timeout`) so that it
+# can still fall back to the spool inside IM's 2 s budget.
+_sqlite_busy_ms: ContextVar[int] = ContextVar("sqlite_busy_ms", default=15000)
+
+
+@contextlib.contextmanager
+def sqlite_busy_timeout(milliseconds: int) -> Iterator[None]:
+    """Connections checked out inside this block wait at most `milliseconds` for SQLite's lock."""
+    token = _sqlite_busy_ms.set(milliseconds)
+    try:
+        yield
+    finally:
+        _sqlite_busy_ms.reset(token)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -7,7 +7,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from receiver import migrate
-from receiver.db import get_database
+from receiver.db import get_database, sqlite_busy_timeout
 
 bp = Blueprint("health", __name__)
 
@@ -26,7 +26,8 @@ def readyz():
     ready = True
     session = database.session_factory()
     try:
-        session.execute(text("SELECT 1"))
+        with sqlite_busy_timeout(1000):  # a probe answers fast, even when the database cannot
+            session.execute(text("SELECT 1"))
         checks["database"] = "ok"
         current = migrate.current_revision(session.connection())
         head = current_app.extensions["receiver.migration_head"]

@@ -11,7 +11,7 @@ from sqlalchemy import exc as sa_exc, text
 
 from receiver.callbacks.service import handle_body
 from receiver.callbacks.spool import Spool, SpooledRequest
-from receiver.db import Database
+from receiver.db import Database, sqlite_busy_timeout
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class SpoolDrainer:
     def drain_once(self) -> int:
         """Drain what can be drained now; 0 if the database is still down."""
         try:
-            with self.database.session_scope() as session:
+            with sqlite_busy_timeout(1000), self.database.session_scope() as session:
                 session.execute(text("SELECT 1"))
         except DATABASE_DOWN:
             return 0

@@ -12,7 +12,7 @@ from receiver.callbacks.outage import DATABASE_DOWN
 from receiver.callbacks.parsing import Refused, validate_body
 from receiver.callbacks.service import Handled, RequestMeta, handle_body
 from receiver.callbacks.spool import SpooledRequest
-from receiver.db import get_session
+from receiver.db import get_session, sqlite_busy_timeout
 from receiver.models import utcnow
 from receiver.schemas.tencent import GROUP_DESTROYED
 
@@ -23,6 +23,8 @@ bp = Blueprint("callbacks", __name__)
 MAX_BODY_BYTES = 1024 * 1024
 ERR_BAD_REQUEST = 4000
 ERR_TOO_LARGE = 4130
+# Leaves room to spool and answer within the 2 s IM waits for an answer.
+CALLBACK_LOCK_WAIT_MS = 1200
 
 def envelope(http_status: int = 200, error_code: int = 0, info: str = ""):
     body = {"ActionStatus": "OK" if error_code == 0 else "FAIL", "ErrorCode": error_code, "ErrorInfo": info}
@@ -101,7 +103,8 @@ def im_callback():
     handled: Handled | None = None
     if not outage.is_open():
         try:
-            handled = handle_body(get_session(), raw_body=raw, meta=meta, now=received_at)
+            with sqlite_busy_timeout(CALLBACK_LOCK_WAIT_MS):
+                handled = handle_body(get_session(), raw_body=raw, meta=meta, now=received_at)
         except DATABASE_DOWN as exc:
             _discard_session()
             outage.trip()
