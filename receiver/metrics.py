@@ -75,7 +75,8 @@ class DatabaseCollector:
         self._clock = clock
 
     def collect(self):
-        from receiver.models import Callback, CallbackState, Dismissal, Source, Status
+        from receiver.models import Dismissal, Source, Status
+        from receiver.queries import callback_counts
 
         up = GaugeMetricFamily("receiver_database_up", "Whether the scrape could read the database (1) or not (0)")
         by_status = GaugeMetricFamily("receiver_dismissals", "Dismissals by status and source",
@@ -92,9 +93,7 @@ class DatabaseCollector:
                     select(Dismissal.status, Dismissal.source, func.count()).group_by(Dismissal.status, Dismissal.source)
                 ):
                     counts[(status.value, source.value)] = n
-                states = {s.value: 0 for s in CallbackState}
-                for state, n in session.execute(select(Callback.state, func.count()).group_by(Callback.state)):
-                    states[state.value] = n
+                states = callback_counts(session=session)
                 sent = session.scalar(
                     select(func.min(Dismissal.sent_at)).where(Dismissal.status == Status.AWAITING_CALLBACK)
                 )

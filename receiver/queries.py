@@ -242,8 +242,8 @@ def _latency_percentiles(session: Session) -> dict[str, Any]:
     return {k: (round(float(v), 3) if v is not None and k != "count" else v) for k, v in out.items()}
 
 
-def dismissal_stats(*, session: Session) -> dict[str, Any]:
-    """Dismissals by status and by source, callbacks by state, and confirmation latency percentiles."""
+def dismissal_counts(*, session: Session) -> tuple[dict[str, int], dict[str, int]]:
+    """Dismissals by status and by source (every value present, zero when none), in one query."""
     by_status = {s.value: 0 for s in Status}
     by_source = {s.value: 0 for s in Source}
     for status, source, n in session.execute(
@@ -251,9 +251,21 @@ def dismissal_stats(*, session: Session) -> dict[str, Any]:
     ):
         by_status[status.value] += n
         by_source[source.value] += n
+    return by_status, by_source
+
+
+def callback_counts(*, session: Session) -> dict[str, int]:
+    """Stored callbacks by state (accepted, quarantined)."""
     by_state = {s.value: 0 for s in CallbackState}
     for state, n in session.execute(select(Callback.state, func.count()).group_by(Callback.state)):
         by_state[state.value] += n
+    return by_state
+
+
+def dismissal_stats(*, session: Session) -> dict[str, Any]:
+    """Dismissals by status and by source, callbacks by state, and confirmation latency percentiles."""
+    by_status, by_source = dismissal_counts(session=session)
+    by_state = callback_counts(session=session)
     return {
         "dismissals_by_status": by_status,
         "dismissals_by_source": by_source,

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from receiver.models import CallbackState, Callback, Confirmation, Dismissal, Source, Status
+from receiver.models import CallbackState, Confirmation, Dismissal, Source, Status
+from receiver.queries import callback_counts, dismissal_counts
 
 # Upper bounds (seconds) of the latency bars; the last bar holds everything slower.
 LATENCY_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300)
@@ -92,16 +93,8 @@ def _seconds(start: datetime, end: datetime) -> float:
 
 def overview(*, session: Session, limit: int = 50) -> Overview:
     """Counts by status and source, the newest `limit` dismissals, and recent confirmation latency."""
-    by_status = {s.value: 0 for s in Status}
-    by_source = {s.value: 0 for s in Source}
-    for status, source, n in session.execute(
-        select(Dismissal.status, Dismissal.source, func.count()).group_by(Dismissal.status, Dismissal.source)
-    ):
-        by_status[status.value] += n
-        by_source[source.value] += n
-    quarantined = session.scalar(
-        select(func.count()).select_from(Callback).where(Callback.state == CallbackState.QUARANTINED)
-    ) or 0
+    by_status, by_source = dismissal_counts(session=session)
+    quarantined = callback_counts(session=session)[CallbackState.QUARANTINED.value]
     latest = list(session.scalars(select(Dismissal).order_by(Dismissal.id.desc()).limit(limit)).unique())
     # Latency of our own dismissals confirmed by evidence (not 10010), newest first by id.
     rows = session.execute(
