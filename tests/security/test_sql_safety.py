@@ -1,0 +1,77 @@
+"""SQL only through SQLAlchemy parameters: no raw SQL in receiver/ is built from run-time values."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SQL_WORDS = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|PRAGMA|CREATE|DROP|ALTER|BEGIN|SET|WHERE|VALUES)\b")
+RAW_SQL_CALLS = {"text", "exec_driver_sql", "literal_column", "column"}
+
+# Raw SQL that interpolates a value, each with why it is safe. Keyed by file and source text, so a
+# new interpolation (or an edited one) fails the test until someone reviews it.
+ALLOWED = {
+    ("receiver/db.py", 'f"PRAGMA busy_timeout={int(_sqlite_busy_ms.get())}"'):
+        "an int() of our own setting; PRAGMA takes no bound parameters",
+}
+
+
+def _name(func: ast.expr) -> str | None:
+    if isinstance(func, ast.Name):
+        return func.id
+    if isinstance(func, ast.Attribute):
+        return func.attr
+    return None
+
+
+def _dynamic(node: ast.expr) -> bool:
+    """A string built at run time: f-string, concatenation, % or .format()."""
+    if isinstance(node, ast.JoinedStr):
+        return any(isinstance(v, ast.FormattedValue) for v in node.values)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mod)):
+        return True
+    if isinstance(node, ast.Call) and _name(node.func) in {"format", "join"}:
+        return True
+    return False
+
+
+def _findings() -> list[tuple[str, str, int]]:
+    found = []
+    for path in sorted((ROOT / "receiver").rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        source = path.read_text()
+        tree = ast.parse(source)
+        for node in ast.walk(tree):
+            # 1. text()/exec_driver_sql()/execute() on a string built at run time.
+            if isinstance(node, ast.Call) and node.args and (
+                    _name(node.func) in RAW_SQL_CALLS | {"execute", "executescript"}):
+                arg = node.args[0]
+                if _dynamic(arg):
+                    found.append((rel, ast.get_source_segment(source, arg), node.lineno))
+            # 2. Any f-string that reads like SQL, wherever it goes.
+            elif isinstance(node, ast.JoinedStr) and _dynamic(node):
+                literal = "".join(v.value for v in node.values if isinstance(v, ast.Constant))
+                if SQL_WORDS.search(literal) and re.search(r"\b(FROM|INTO|TABLE|PRAGMA|WHERE|SET)\b", literal):
+                    found.append((rel, ast.get_source_segment(source, node), node.lineno))
+    return found
+
+
+def test_no_raw_sql_is_built_from_runtime_values():
+    unexpected = [f"{file}:{line}: {snippet}" for file, snippet, line in _findings()
+                  if (file, snippet) not in ALLOWED]
+    assert not unexpected, "raw SQL built at run time (use bound parameters, or review and allow-list):\n" + \
+        "\n".join(unexpected)
+
+
+def test_the_allow_list_has_no_stale_entries():
+    present = {(file, snippet) for file, snippet, _ in _findings()}
+    assert set(ALLOWED) <= present, set(ALLOWED) - present
+
+
+def test_the_scan_catches_interpolated_sql(tmp_path, monkeypatch):
+    bad = 'from sqlalchemy import text\n\ndef f(s, gid):\n    s.execute(text(f"SELECT * FROM t WHERE g = \'{gid}\'"))\n'
+    tree = ast.parse(bad)
+    call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call) and _name(n.func) == "text")
+    assert _dynamic(call.args[0])
