@@ -105,3 +105,41 @@ def test_callbacks_during_an_outage_are_acknowledged_spooled_and_stored_exactly_
     assert app.extensions["receiver.spool"].depth() == 0
     assert server.http.get(f"{server.url}/readyz").json()["checks"]["spool_depth"] == 0
     database.dispose()
+
+
+def test_the_worker_holds_im_answers_through_an_outage_and_loses_no_claim(committed_db, outage):
+    """IM answered while the database was away: the answer is recorded once it is back."""
+    from receiver.dismissals.dispatcher import Dispatcher
+    from receiver.dismissals.service import request_batch
+    from receiver.im.fake import FakeIMClient
+    from receiver.models import Status
+
+    database = Database(outage.url)
+    fake = FakeIMClient()
+    groups = [f"held-{i}" for i in range(5)]
+    for gid in groups:
+        fake.add_group(gid)
+    with database.session_scope() as s:
+        ids = [r.dismissal.id for r in request_batch(s, sdkappid=TEST_SDKAPPID, group_ids=groups)]
+    cut = threading.Event()
+
+    def go_down(_group):
+        if not cut.is_set():
+            cut.set()
+            outage.begin()
+            threading.Timer(2.0, outage.end).start()
+
+    fake.on_destroyed = go_down
+    dispatcher = Dispatcher(database, fake, worker_id="outage-worker", concurrency=1, lease_seconds=30)
+    try:
+        dispatcher.run_until_idle(timeout=30)
+        dispatcher.drain(timeout=30)
+    finally:
+        dispatcher.close()
+        database.dispose()
+    assert cut.is_set()
+    with committed_db.session_scope() as s:
+        rows = s.scalars(select(Dismissal).where(Dismissal.id.in_(ids))).all()
+        assert {d.status for d in rows} == {Status.AWAITING_CALLBACK}
+        assert [d.attempts for d in rows] == [1] * 5
+    assert len(fake.calls_to("destroy_group")) == 5  # nothing sent twice
