@@ -213,3 +213,51 @@ def workdir(keep: bool = False) -> Iterator[Path]:
 
 def dump(obj) -> str:
     return json.dumps(obj, indent=2, default=str)
+
+
+_HZ = os.sysconf("SC_CLK_TCK")
+
+
+def _pid_cpu(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return 0.0
+    rest = stat[stat.rindex(")") + 2:].split()
+    return (int(rest[11]) + int(rest[12])) / _HZ
+
+
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                kids += [int(x) for x in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()]
+    return kids
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds used by a live process and its live descendants."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += _pid_cpu(p)
+        todo += _children(p)
+    return total
+
+
+def postgres_cpu() -> float:
+    total = 0.0
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/comm").read_text().startswith("postgres"):
+                    total += _pid_cpu(int(pid))
+    return total
+
+
+def machine_busy_cpu() -> float:
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / _HZ

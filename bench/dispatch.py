@@ -78,7 +78,10 @@ def run(args) -> dict:
     result: dict = {"dismissals": n, "physical_minimum_s": n / LIMIT, "target_s": round(1.04 * n / LIMIT, 1)}
     with common.workdir(keep=args.keep) as wd, common.Processes(wd) as procs:
         env = common.service_env(url, IM_SECRET_KEY=common.SECRET_KEY, IM_API_BASE=sim_url,
-                                 SPOOL_DIR=str(wd / "spool"))
+                                 SPOOL_DIR=str(wd / "spool"),
+                                 **({"DISPATCH_CONCURRENCY": str(args.dispatch_concurrency)}
+                                    if getattr(args, "dispatch_concurrency", None) else {}))
+        result["dispatch_concurrency"] = env.get("DISPATCH_CONCURRENCY", "16 (default)")
         web = common.gunicorn(procs, "web", "wsgi:app", web_port, env)
         sim = procs.start("imsim", [str(common.BIN / "flask"), "--app", "app", "imsim", "--port", str(sim_port),
                                     "--callback-url", f"{web_url}/im/callback"], env)
@@ -98,6 +101,9 @@ def run(args) -> dict:
         api = requests.Session()
         api.headers["Authorization"] = f"Bearer {common.API_TOKEN}"
         log(f"dispatch: POST /v1/dismissals/batch × {n:,}; timing until all are confirmed")
+        cpu0 = {"web": common.tree_cpu(web.pid), "worker": common.tree_cpu(worker.pid),
+                "imsim": common.tree_cpu(sim.pid), "postgres": common.postgres_cpu(),
+                "machine_busy": common.machine_busy_cpu()}
         t0 = time.time()
         for i in range(0, n, 10_000):
             r = api.post(f"{web_url}/v1/dismissals/batch", json={"group_ids": group_ids[i:i + 10_000],
@@ -115,6 +121,11 @@ def run(args) -> dict:
             if final >= n:
                 break
             time.sleep(0.5)
+        elapsed = time.time() - t0
+        cpu1 = {"web": common.tree_cpu(web.pid), "worker": common.tree_cpu(worker.pid),
+                "imsim": common.tree_cpu(sim.pid), "postgres": common.postgres_cpu(),
+                "machine_busy": common.machine_busy_cpu()}
+        result["cpu_cores_used"] = {k: round((cpu1[k] - cpu0[k]) / elapsed, 2) for k in cpu0}
         stats = api.get(f"{sim_url}/_sim/stats", timeout=10).json()
         row = common.psql(
             "SELECT extract(epoch FROM max(confirmed_at)), "
@@ -137,6 +148,7 @@ def run(args) -> dict:
             "destroy_group_errors": destroy.get("errors"),
             "errors_60007": destroy.get("errors", {}).get("60007", 0),
             "sim_max_per_second": destroy.get("max_per_second"),
+            "sim_destroy_per_second": list(destroy.get("per_second", {}).values()),
             "sim_callbacks": stats.get("callbacks"),
         })
         if result["wall_s"]:

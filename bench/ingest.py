@@ -117,6 +117,16 @@ class Target:
                 return c.execute("SELECT count(*) FROM callbacks").fetchone()[0]
         return None
 
+    @property
+    def db(self) -> str | None:
+        return self.database_url.rsplit("/", 1)[1] if self.kind == "pg" else None
+
+    def sessions(self) -> int | None:
+        """Connections ever opened to this database (pg_stat_database.sessions): pool churn."""
+        if self.kind != "pg":
+            return None
+        return int(common.psql(f"SELECT sessions FROM pg_stat_database WHERE datname = '{self.db}'"))
+
     def empty(self) -> None:
         if self.kind == "pg":
             common.psql("TRUNCATE group_members, dismissal_attempts, dismissals, callbacks",
@@ -297,7 +307,14 @@ def run(args) -> dict:
             for t in targets:
                 if t.name != "pg_1m":
                     t.empty()
+                if t.kind == "pg":
+                    # Each idle receiver keeps 2 × pool_size connections; close the other targets'
+                    # idle ones (they reconnect through pool_pre_ping) so that max_connections=100
+                    # is never what limits the target under load.
+                    common.psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                f"WHERE datname LIKE 'bench_ingest%' AND datname <> '{t.db}' AND state = 'idle'")
                 before = t.stored()
+                sessions_before = t.sessions()
                 res = run_wrk(t.port, seconds=args.seconds, connections=args.connections, threads=args.wrk_threads,
                               prefix=f"r{r}{t.name}")
                 if before is not None:
@@ -306,12 +323,17 @@ def run(args) -> dict:
                     ok = res["requests"] - res["errors"]
                     # every 200 must be a committed row (a few rows may be committed after wrk stopped counting)
                     res["answered_not_in_db"] = max(ok - res["stored"], 0)
+                    if sessions_before is not None:
+                        res["new_connections_per_100_requests"] = round(
+                            100 * (t.sessions() - sessions_before) / max(res["requests"], 1), 1)
                     res["stored_check"] = ("ok" if 0 <= res["stored"] - ok <= args.connections
                                            else f"{ok - res['stored']} answered but not in the database")
                 t.rounds.append(res)
                 log(f"ingest round {r + 1}/{args.rounds} {t.name:9s} {res['rps']:8.1f} req/s  "
                     f"p50 {res['p50_us'] / 1000:6.1f} ms  p99 {res['p99_us'] / 1000:6.1f} ms  errors {res['errors']}"
                     + (f"  stored {res['stored']} ({res['stored_check']})" if "stored" in res else "")
+                    + (f"  new conns/100 req {res['new_connections_per_100_requests']}"
+                       if "new_connections_per_100_requests" in res else "")
                     + "  cpu ms/req " + " ".join(f"{k}={v}" for k, v in res["cpu_ms_per_request"].items()))
         bare = targets[0]
         summary = {}
@@ -327,6 +349,9 @@ def run(args) -> dict:
                 entry["ratio_median"] = round(median(ratios), 3)
                 entry["stored_checks"] = dict(Counter(x.get("stored_check") for x in t.rounds))
                 entry["answered_not_in_db"] = sum(x.get("answered_not_in_db", 0) for x in t.rounds)
+                if t.kind == "pg":
+                    entry["new_connections_per_100_requests_median"] = median(
+                        [x.get("new_connections_per_100_requests", 0) for x in t.rounds])
             entry["cpu_ms_per_request_median"] = {
                 k: round(median([x["cpu_ms_per_request"][k] for x in t.rounds]), 3) for k in t.rounds[0]["cpu_ms_per_request"]}
             if t.diagnostic:
