@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import RoutingException
 
 from receiver.api.auth import AuthError, bearer_token, check_token
+from receiver.textsafety import UNSTORABLE_MESSAGE, is_storable
 from receiver.api.common import HUB_EXTENSION
 from receiver.api.errors import error_response, handle_http_exception
 from receiver.api.waiter import WaiterHub
@@ -59,6 +60,8 @@ def _guard_v1():
         check_token(presented, current_app.config["RECEIVER"].api_tokens)
     except AuthError as exc:
         return error_response(401, str(exc), headers={"WWW-Authenticate": 'Bearer realm="v1"'})
+    if not is_storable(request.path) or not all(is_storable(k) and is_storable(v) for k, v in request.args.items(multi=True)):
+        return error_response(422, f"path and query parameters {UNSTORABLE_MESSAGE}")
     exc = request.routing_exception
     if isinstance(exc, HTTPException) and not isinstance(exc, RoutingException):
         # 404 and 405 arise before any blueprint is chosen, so its error handler would not see them.

@@ -9,6 +9,7 @@ from typing import Any
 from marshmallow import ValidationError
 
 from receiver.schemas.tencent import GROUP_DESTROYED, GroupDestroyedSchema, describe_errors
+from receiver.textsafety import UNSTORABLE_MESSAGE, is_storable
 
 _schema = GroupDestroyedSchema()
 
@@ -67,7 +68,20 @@ def validate_body(raw: bytes, query_command: str | None) -> Parsed | Refused:
         data = _schema.load(body)
     except ValidationError as err:
         return Refused(f"invalid {GROUP_DESTROYED} body: {describe_errors(err)}"[:1000])
+    if not all(is_storable(v) for v in _strings(data)):
+        return Refused(f"invalid {GROUP_DESTROYED} body: text fields {UNSTORABLE_MESSAGE}")
     return Parsed(data, body, GROUP_DESTROYED)
+
+
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
 
 
 def group_id_of(raw: bytes) -> str | None:

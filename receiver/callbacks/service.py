@@ -15,6 +15,7 @@ from receiver.dismissals.matching import match_callback
 from receiver.models import Callback, CallbackState, GroupMember, new_id, utcnow
 from receiver.schemas.tencent import event_time_from_ms
 from receiver.sqlutil import insert_ignoring_conflicts
+from receiver.textsafety import storable
 
 
 @dataclass(frozen=True)
@@ -81,11 +82,11 @@ def record_group_destroyed(
             name=data.get("name"),
             member_count=None if members is None else len(members),
             event_time=event_time_from_ms(data.get("event_time_ms")),
-            client_ip=meta.client_ip,
-            opt_platform=meta.opt_platform,
+            client_ip=storable(meta.client_ip and meta.client_ip[:64]),
+            opt_platform=storable(meta.opt_platform and meta.opt_platform[:32]),
             request_time=meta.request_time,
-            query_string=meta.query_string,
-            content_type=meta.content_type,
+            query_string=storable(meta.query_string),
+            content_type=storable(meta.content_type and meta.content_type[:200]),
             remote_addr=meta.remote_addr,
             raw_body=raw_body,
             received_at=now,
@@ -132,13 +133,13 @@ def quarantine(session: Session, *, reason: str, raw_body: bytes, meta: RequestM
         state=CallbackState.QUARANTINED,
         quarantine_reason=reason,
         sdkappid=meta.sdkappid,
-        command=(meta.command or None) and meta.command[:200],
-        group_id=group_id[:200] if isinstance(group_id, str) else None,
-        client_ip=(meta.client_ip or None) and meta.client_ip[:64],
-        opt_platform=(meta.opt_platform or None) and meta.opt_platform[:32],
+        command=storable((meta.command or None) and meta.command[:200]),
+        group_id=storable(group_id[:200]) if isinstance(group_id, str) else None,
+        client_ip=storable((meta.client_ip or None) and meta.client_ip[:64]),
+        opt_platform=storable((meta.opt_platform or None) and meta.opt_platform[:32]),
         request_time=meta.request_time,
-        query_string=meta.query_string,
-        content_type=(meta.content_type or None) and meta.content_type[:200],
+        query_string=storable(meta.query_string),
+        content_type=storable((meta.content_type or None) and meta.content_type[:200]),
         remote_addr=meta.remote_addr,
         raw_body=raw_body,
         received_at=now or utcnow(),

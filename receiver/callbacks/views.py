@@ -23,6 +23,7 @@ bp = Blueprint("callbacks", __name__)
 MAX_BODY_BYTES = 1024 * 1024
 ERR_BAD_REQUEST = 4000
 ERR_TOO_LARGE = 4130
+ERR_INTERNAL = 5000
 # Leaves room to spool and answer within the 2 s IM waits for an answer.
 CALLBACK_LOCK_WAIT_MS = 1200
 
@@ -129,6 +130,13 @@ def im_callback():
         "callback_id": record.callback_id, "dismissal_id": record.dismissal_id,
         "matched_request": record.matched_request})
     return done(record.outcome, envelope())
+
+
+@bp.errorhandler(Exception)
+def _unexpected(exc: Exception):
+    """Even a bug answers IM in its own envelope (and is logged with its traceback)."""
+    log.exception("callback handling failed")
+    return envelope(500, ERR_INTERNAL, "internal error; the request was logged")
 
 
 def _outage():

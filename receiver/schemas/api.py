@@ -7,9 +7,10 @@ import binascii
 import re
 from datetime import datetime, timedelta, timezone
 
-from marshmallow import EXCLUDE, RAISE, Schema, fields, pre_dump, validate
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, pre_dump, validate
 
 from receiver.models import CallbackState, Confirmation, Source, Status
+from receiver.textsafety import is_storable
 
 MAX_BATCH = 10_000
 DEFAULT_LIMIT = 50
@@ -105,9 +106,14 @@ class StrictSchema(Schema):
 
 # --- requests -----------------------------------------------------------------------------------
 
-_reason = fields.String(allow_none=True, load_default=None, validate=validate.Length(max=2000),
+def _storable(value: str) -> None:
+    if not is_storable(value):
+        raise ValidationError("Must not contain NUL or unpaired surrogate characters.")
+
+
+_reason = fields.String(allow_none=True, load_default=None, validate=[validate.Length(max=2000), _storable],
                         metadata={"description": "Why the group is dismissed (free text, kept with the record)."})
-_requested_by = fields.String(allow_none=True, load_default=None, validate=validate.Length(max=200),
+_requested_by = fields.String(allow_none=True, load_default=None, validate=[validate.Length(max=200), _storable],
                               metadata={"description": "Who or what asked for it (a service or user name)."})
 
 
@@ -140,7 +146,7 @@ class IdempotencyHeaderSchema(Schema):
         unknown = EXCLUDE  # every other request header is none of our business
 
     idempotency_key = fields.String(
-        data_key="Idempotency-Key", validate=validate.Length(min=1, max=200),
+        data_key="Idempotency-Key", validate=[validate.Length(min=1, max=200), _storable],
         metadata={"description": "Makes a retried POST safe: the same key and body return the same dismissal; "
                                  "the same key with another body is refused (422)."})
 

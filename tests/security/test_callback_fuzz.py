@@ -263,7 +263,7 @@ def test_an_unexpected_error_still_answers_tencents_envelope(signed_client, db, 
     def boom(*args, **kwargs):
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr(views, "record_group_destroyed", boom)
+    monkeypatch.setattr(views, "handle_body", boom)
     now = str(int(time.time()))
     query = urlencode({"SdkAppid": TEST_SDKAPPID, "CallbackCommand": GROUP_DESTROYED, "RequestTime": now,
                        "Sign": compute_sign(TOKEN, now)})

@@ -1,0 +1,19 @@
+"""Text a database can store: no NUL (PostgreSQL refuses it) and no unpaired surrogates (not UTF-8)."""
+
+from __future__ import annotations
+
+import re
+
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+UNSTORABLE_MESSAGE = "must not contain NUL or unpaired surrogate characters"
+
+
+def is_storable(value: str) -> bool:
+    return UNSTORABLE.search(value) is None
+
+
+def storable(value: str | None) -> str | None:
+    """`value` with every unstorable character replaced by U+FFFD (for text we keep as evidence)."""
+    if value is None:
+        return None
+    return UNSTORABLE.sub("\ufffd", value)
