@@ -157,12 +157,16 @@ class Dispatcher:
         started = self._clock()
         with self.database.session_scope() as session:
             # Recorded before the call: if we die now, the attempt still counts.
-            session.execute(
+            still_ours = session.execute(
                 Dismissal.__table__.update()
                 .where(Dismissal.id == claim.id, Dismissal.lease_owner == self.worker_id,
                        Dismissal.status == Status.SENDING)
                 .values(sent_at=started, attempts=Dismissal.attempts + 1)
-            )
+            ).rowcount
+        if not still_ours:
+            # Confirmed by its callback (or retaken) since we claimed it: nothing to send.
+            log.info("claim no longer ours; not sending", extra={"dismissal_id": claim.id})
+            return
         attempts = claim.attempts + 1
         error: IMError | None = None
         try:

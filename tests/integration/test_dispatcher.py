@@ -258,3 +258,15 @@ def test_one_open_dismissal_per_group_and_idempotency_key(committed_db):
         c = request_dismissal(s, sdkappid=TEST_SDKAPPID, group_id="i1")
         assert a.created and not b.created and not c.created
         assert a.dismissal.id == b.dismissal.id == c.dismissal.id
+
+
+def test_a_claim_confirmed_by_its_callback_before_sending_is_not_sent(committed_db, fake, dispatcher):
+    """A retaken row whose callback lands between claim and send needs no second destroy_group."""
+    fake.add_group("late-cb")
+    [did] = queue(committed_db, "late-cb")
+    [claim] = dispatcher.claim(1)
+    deliver_callback(committed_db, "late-cb")
+    dispatcher._send(claim)
+    assert fake.calls_to("destroy_group") == []
+    d = get(committed_db, did)
+    assert (d.status, d.confirmation, d.attempts) == (Status.CONFIRMED, Confirmation.CALLBACK, 0)

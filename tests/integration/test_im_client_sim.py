@@ -363,12 +363,12 @@ def test_callback_delay(imsim_factory, im_client_factory, callback_catcher):
 
 
 def test_reorder_shuffles_a_window_and_flushes_partial_windows(imsim_factory, im_client_factory, callback_catcher):
-    sim = imsim_factory(callback_url=callback_catcher.url, reorder=4, reorder_hold_ms=1000, seed=3)
+    sim = imsim_factory(callback_url=callback_catcher.url, reorder=4, reorder_hold_ms=3000, seed=3)
     client = im_client_factory(sim)
     gids = [client.create_group("Public", f"g{i}") for i in range(6)]
     for gid in gids:
         client.destroy_group(gid)
-    got = [cb.body["GroupId"] for cb in callback_catcher.wait_for(6, timeout=5)]
+    got = [cb.body["GroupId"] for cb in callback_catcher.wait_for(6, timeout=10)]
     assert sorted(got) == sorted(gids)
     assert got[:4] != gids[:4]  # seed 3 shuffles the first full window out of order
 
