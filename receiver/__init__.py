@@ -52,7 +52,8 @@ def create_app(config: Config | None = None, *, database=None, metrics=None) -> 
 
 
 def _init_spool(app: Flask, config: Config, database) -> None:
-    from receiver.callbacks.outage import OutageBreaker, SpoolDrainer
+    from receiver.callbacks.groupcommit import GroupCommitter
+    from receiver.callbacks.outage import DATABASE_DOWN, OutageBreaker, SpoolDrainer
     from receiver.callbacks.spool import Spool
 
     spool = Spool(config.spool_dir)
@@ -61,5 +62,6 @@ def _init_spool(app: Flask, config: Config, database) -> None:
     app.extensions["receiver.spool"] = spool
     app.extensions["receiver.outage"] = OutageBreaker()
     app.extensions["receiver.drainer"] = drainer
+    app.extensions["receiver.group_commit"] = GroupCommitter(is_outage=lambda exc: isinstance(exc, DATABASE_DOWN))
     if spool.segments():  # left by an earlier process or an outage: drain in the background
         drainer.wake()

@@ -6,13 +6,13 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
 
-from receiver.dismissals.matching import match_callback
-from receiver.models import Callback, CallbackState, GroupMember, new_id, utcnow
+from receiver.dismissals.matching import external_dismissal_row, load_candidates, match_callback
+from receiver.models import Callback, CallbackState, Dismissal, GroupMember, new_id, utcnow
 from receiver.schemas.tencent import event_time_from_ms
 from receiver.sqlutil import insert_ignoring_conflicts
 from receiver.textsafety import storable
@@ -53,6 +53,107 @@ def dedupe_key(sdkappid: int, command: str, group_id: str, event_time_ms: int | 
     return hashlib.sha256(f"{sdkappid}|{command}|{group_id}|{tail}".encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Accepted:
+    """A validated dismissed-group callback, ready to be recorded."""
+
+    data: dict[str, Any]
+    body: dict[str, Any]
+    raw_body: bytes
+    meta: RequestMeta
+    received_at: datetime
+
+    @property
+    def key(self) -> str:
+        assert self.meta.sdkappid is not None
+        return dedupe_key(self.meta.sdkappid, self.data["command"], self.data["group_id"],
+                          self.data.get("event_time_ms"), self.body)
+
+
+def _callback_row(item: Accepted, callback_id: str, key: str) -> dict[str, Any]:
+    data, meta = item.data, item.meta
+    members = data.get("members")
+    return dict(
+        id=callback_id, state=CallbackState.ACCEPTED, dedupe_key=key, sdkappid=meta.sdkappid,
+        command=data["command"], group_id=data["group_id"], group_type=data["group_type"],
+        owner_account=data.get("owner_account"), name=data.get("name"),
+        member_count=None if members is None else len(members),
+        event_time=event_time_from_ms(data.get("event_time_ms")),
+        client_ip=storable(meta.client_ip and meta.client_ip[:64]),
+        opt_platform=storable(meta.opt_platform and meta.opt_platform[:32]),
+        request_time=meta.request_time, query_string=storable(meta.query_string),
+        content_type=storable(meta.content_type and meta.content_type[:200]),
+        remote_addr=meta.remote_addr, raw_body=item.raw_body, received_at=item.received_at, duplicates=0,
+        quarantine_reason=None, last_duplicate_at=None, replayed_at=None, replay_outcome=None,
+    )
+
+
+def record_many(session: Session, items: Sequence[Accepted], *, now: datetime | None = None) -> list[RecordResult]:
+    """Store and match validated callbacks in one transaction (a handful of statements); commit.
+
+    Each event is stored once (its dedupe key is unique); a redelivery, in this batch or an
+    earlier one, only counts as a duplicate on the stored row.
+    """
+    now = now or utcnow()
+    keys = [item.key for item in items]
+    first_of: dict[str, int] = {}
+    for index, key in enumerate(keys):
+        first_of.setdefault(key, index)
+    rows = {key: _callback_row(items[i], new_id(), key) for key, i in first_of.items()}
+    inserted = dict(session.execute(
+        insert_ignoring_conflicts(session, Callback, index_elements=[Callback.dedupe_key])
+        .returning(Callback.dedupe_key, Callback.id),
+        list(rows.values()),
+    ).all()) if rows else {}
+    # Redeliveries: of an event stored earlier, or repeated within this batch.
+    repeats: dict[str, int] = {}
+    for index, key in enumerate(keys):
+        if key not in inserted or first_of[key] != index:
+            repeats[key] = repeats.get(key, 0) + 1
+    existing: dict[str, str] = {}
+    for key, n in repeats.items():
+        existing[key] = session.execute(
+            update(Callback).where(Callback.dedupe_key == key)
+            .values(duplicates=Callback.duplicates + n, last_duplicate_at=now)
+            .returning(Callback.id)
+        ).scalar_one()
+
+    results: list[RecordResult | None] = [None] * len(items)
+    new = [(i, items[i]) for key, i in first_of.items() if key in inserted]
+    by_app: dict[int, list[tuple[int, Accepted]]] = {}
+    for i, item in new:
+        by_app.setdefault(item.meta.sdkappid, []).append((i, item))
+    externals: list[dict] = []
+    members: list[dict] = []
+    for sdkappid, group in by_app.items():
+        candidates = load_candidates(session, sdkappid=sdkappid, group_ids=[item.data["group_id"] for _, item in group])
+        # Same-group events in event order, so matching does not depend on arrival order.
+        group.sort(key=lambda pair: (pair[1].data.get("event_time_ms") or 0, pair[0]))
+        for i, item in group:
+            callback_id = inserted[keys[i]]
+            group_id = item.data["group_id"]
+            matched = match_callback(session, candidates.get(group_id, []), callback_id=callback_id,
+                                     event_time=event_time_from_ms(item.data.get("event_time_ms")), now=now)
+            if matched is None:
+                row = external_dismissal_row(sdkappid=sdkappid, group_id=group_id, callback_id=callback_id, now=now)
+                externals.append(row)
+                dismissal_id = row["id"]
+            else:
+                dismissal_id = matched
+            members += [{"dismissal_id": dismissal_id, "callback_id": callback_id, "group_id": group_id,
+                         "account": m["account"]} for m in item.data.get("members") or ()]
+            results[i] = RecordResult("stored", callback_id, dismissal_id, matched is not None)
+    if externals:
+        session.execute(insert(Dismissal), externals)
+    if members:
+        session.execute(insert(GroupMember), members)
+    session.commit()
+    for index, key in enumerate(keys):
+        if results[index] is None:
+            results[index] = RecordResult("duplicate", existing[key])
+    return results  # type: ignore[return-value]
+
+
 def record_group_destroyed(
     session: Session,
     *,
@@ -64,65 +165,7 @@ def record_group_destroyed(
 ) -> RecordResult:
     """Store a validated dismissed-group callback and match it, in one transaction; commit."""
     now = now or utcnow()
-    assert meta.sdkappid is not None
-    key = dedupe_key(meta.sdkappid, data["command"], data["group_id"], data.get("event_time_ms"), body)
-    members = data.get("members")
-    callback_id = new_id()
-    inserted = session.execute(
-        insert_ignoring_conflicts(session, Callback, index_elements=[Callback.dedupe_key])
-        .values(
-            id=callback_id,
-            state=CallbackState.ACCEPTED,
-            dedupe_key=key,
-            sdkappid=meta.sdkappid,
-            command=data["command"],
-            group_id=data["group_id"],
-            group_type=data["group_type"],
-            owner_account=data.get("owner_account"),
-            name=data.get("name"),
-            member_count=None if members is None else len(members),
-            event_time=event_time_from_ms(data.get("event_time_ms")),
-            client_ip=storable(meta.client_ip and meta.client_ip[:64]),
-            opt_platform=storable(meta.opt_platform and meta.opt_platform[:32]),
-            request_time=meta.request_time,
-            query_string=storable(meta.query_string),
-            content_type=storable(meta.content_type and meta.content_type[:200]),
-            remote_addr=meta.remote_addr,
-            raw_body=raw_body,
-            received_at=now,
-            duplicates=0,
-        )
-        .returning(Callback.id)
-    ).scalar()
-    if inserted is None:
-        existing_id = session.execute(
-            update(Callback)
-            .where(Callback.dedupe_key == key)
-            .values(duplicates=Callback.duplicates + 1, last_duplicate_at=now)
-            .returning(Callback.id)
-        ).scalar_one()
-        session.commit()
-        return RecordResult("duplicate", existing_id)
-
-    match = match_callback(
-        session,
-        callback_id=callback_id,
-        sdkappid=meta.sdkappid,
-        group_id=data["group_id"],
-        event_time=event_time_from_ms(data.get("event_time_ms")),
-        now=now,
-    )
-    if members:
-        session.execute(
-            insert(GroupMember),
-            [
-                {"dismissal_id": match.dismissal_id, "callback_id": callback_id,
-                 "group_id": data["group_id"], "account": m["account"]}
-                for m in members
-            ],
-        )
-    session.commit()
-    return RecordResult("stored", callback_id, match.dismissal_id, match.matched_request)
+    return record_many(session, [Accepted(data, body, raw_body, meta, now)], now=now)[0]
 
 
 def quarantine(session: Session, *, reason: str, raw_body: bytes, meta: RequestMeta, group_id: str | None = None,
@@ -158,13 +201,17 @@ class Handled:
     quarantine_id: str | None = None
 
 
-def handle_body(session: Session, *, raw_body: bytes, meta: RequestMeta, now: datetime | None = None) -> Handled:
+def handle_body(session: Session, *, raw_body: bytes, meta: RequestMeta, now: datetime | None = None,
+                recorder: Callable[[Accepted], RecordResult] | None = None) -> Handled:
     """Validate a callback body and store it once, or quarantine it with the reason; commit.
 
     The endpoint, the spool drain and replay all come through here, so they cannot disagree.
+    `recorder` stores a valid callback (the endpoint passes its group committer); by default
+    it is recorded alone on `session`.
     """
     from receiver.callbacks.parsing import Refused, group_id_of, validate_body
 
+    now = now or utcnow()
     result = validate_body(raw_body, meta.command)
     if isinstance(result, Refused):
         if result.ignored:
@@ -174,5 +221,6 @@ def handle_body(session: Session, *, raw_body: bytes, meta: RequestMeta, now: da
         return Handled("quarantined", result.reason, quarantine_id=qid)
     if meta.command is None:
         meta = RequestMeta(**{**meta.__dict__, "command": result.command})
-    record = record_group_destroyed(session, data=result.data, body=result.body, raw_body=raw_body, meta=meta, now=now)
+    item = Accepted(result.data, result.body, raw_body, meta, now)
+    record = recorder(item) if recorder is not None else record_many(session, [item], now=now)[0]
     return Handled(record.outcome, record=record)

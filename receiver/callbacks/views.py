@@ -12,7 +12,7 @@ from receiver.callbacks.outage import DATABASE_DOWN
 from receiver.callbacks.parsing import Refused, validate_body
 from receiver.callbacks.service import Handled, RequestMeta, handle_body
 from receiver.callbacks.spool import SpooledRequest
-from receiver.db import get_session, sqlite_busy_timeout
+from receiver.db import get_database, get_session, sqlite_busy_timeout
 from receiver.models import utcnow
 from receiver.schemas.tencent import GROUP_DESTROYED
 
@@ -104,8 +104,10 @@ def im_callback():
     handled: Handled | None = None
     if not outage.is_open():
         try:
+            committer, factory = _committer(), get_database().session_factory
             with sqlite_busy_timeout(CALLBACK_LOCK_WAIT_MS):
-                handled = handle_body(get_session(), raw_body=raw, meta=meta, now=received_at)
+                handled = handle_body(get_session(), raw_body=raw, meta=meta, now=received_at,
+                                      recorder=lambda item: committer.record(item, factory))
         except DATABASE_DOWN as exc:
             _discard_session()
             outage.trip()
@@ -137,6 +139,10 @@ def _unexpected(exc: Exception):
     """Even a bug answers IM in its own envelope (and is logged with its traceback)."""
     log.exception("callback handling failed")
     return envelope(500, ERR_INTERNAL, "internal error; the request was logged")
+
+
+def _committer():
+    return current_app.extensions["receiver.group_commit"]
 
 
 def _outage():

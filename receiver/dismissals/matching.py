@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Iterable
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from receiver.dismissals.states import Event, transition
-from receiver.models import OPEN_STATUSES, Confirmation, Dismissal, Source, Status
+from receiver.models import OPEN_STATUSES, Confirmation, Dismissal, Source, Status, new_id
 
 # IM's EventTime and our clock are both NTP-kept; a callback whose event happened this long
 # before we even asked for the dismissal cannot have been caused by our request.
@@ -20,63 +21,78 @@ CLOCK_TOLERANCE = timedelta(seconds=5)
 LATE_EVIDENCE_WINDOW = timedelta(hours=24)
 
 
-@dataclass(frozen=True)
-class Match:
-    dismissal_id: str
-    matched_request: bool  # True: it confirmed a dismissal we started; False: external
+@dataclass
+class Candidate:
+    """An `api` dismissal that a callback for its group could confirm."""
+
+    id: str
+    status: Status
+    requested_at: datetime | None
+
+
+def load_candidates(session: Session, *, sdkappid: int, group_ids: Iterable[str]) -> dict[str, list[Candidate]]:
+    """Per group, our dismissals still lacking callback evidence: the open one first, then newest first."""
+    out: dict[str, list[Candidate]] = {}
+    ids = list(dict.fromkeys(group_ids))
+    for i in range(0, len(ids), 500):
+        rows = session.execute(
+            select(Dismissal.group_id, Dismissal.id, Dismissal.status, Dismissal.requested_at)
+            .where(
+                Dismissal.sdkappid == sdkappid,
+                Dismissal.group_id.in_(ids[i:i + 500]),
+                Dismissal.source == Source.API,
+                Dismissal.callback_id.is_(None),
+            )
+            .order_by(Dismissal.id.desc())
+        )
+        for group_id, did, status, requested_at in rows:
+            bucket = out.setdefault(group_id, [])
+            if len(bucket) < 5:
+                bucket.append(Candidate(did, status, requested_at))
+    for bucket in out.values():
+        bucket.sort(key=lambda c: c.status not in OPEN_STATUSES)  # stable: newest first within each kind
+    return out
 
 
 def match_callback(
     session: Session,
+    candidates: list[Candidate],
     *,
     callback_id: str,
-    sdkappid: int,
-    group_id: str,
     event_time: datetime | None,
     now: datetime,
-) -> Match:
-    """Confirm our dismissal of this group (evidence wins over any state) or record an external one."""
-    candidates = session.scalars(
-        select(Dismissal)
-        .where(
-            Dismissal.sdkappid == sdkappid,
-            Dismissal.group_id == group_id,
-            Dismissal.source == Source.API,
-            Dismissal.callback_id.is_(None),
-        )
-        .order_by(Dismissal.id.desc())
-        .limit(5)
-    ).all()
-    # Prefer the open request; otherwise the newest one still lacking callback evidence.
-    candidates.sort(key=lambda d: (d.status not in OPEN_STATUSES, ))
+) -> str | None:
+    """Confirm the request this callback is evidence for and return its id; None means external.
+
+    Evidence wins over any state, within limits: a callback for an event from before our
+    request, or from long after a finished one, is somebody else's dismissal. `candidates`
+    (from `load_candidates`) loses the one it confirms, so a second callback in the same
+    batch cannot link to it too.
+    """
     reference = event_time or now
-    for candidate in candidates:
+    for candidate in list(candidates):
         if (candidate.status not in OPEN_STATUSES and candidate.requested_at is not None
                 and reference > candidate.requested_at + LATE_EVIDENCE_WINDOW):
             continue
         if event_time is not None and candidate.requested_at is not None and event_time < candidate.requested_at - CLOCK_TOLERANCE:
             # The group was dismissed before we asked: the callback is someone else's dismissal,
             # and our open request is moot.
-            if candidate.status in OPEN_STATUSES:
-                transition(session, candidate.id, Event.ALREADY_GONE, confirmed_at=now,
-                           next_attempt_at=None, lease_owner=None, lease_expires_at=None)
+            if candidate.status in OPEN_STATUSES and transition(
+                    session, candidate.id, Event.ALREADY_GONE, confirmed_at=now,
+                    next_attempt_at=None, lease_owner=None, lease_expires_at=None):
+                candidate.status = Status.CONFIRMED
             break
         # A row already confirmed by probe or 10010 keeps the time we first knew.
         if transition(session, candidate.id, Event.CALLBACK, callback_id=callback_id,
                       confirmed_at=func.coalesce(Dismissal.confirmed_at, now),
                       next_attempt_at=None, lease_owner=None, lease_expires_at=None):
-            return Match(candidate.id, True)
-    external = Dismissal(
-        group_id=group_id,
-        sdkappid=sdkappid,
-        source=Source.EXTERNAL,
-        status=Status.CONFIRMED,
-        confirmation=Confirmation.CALLBACK,
-        callback_id=callback_id,
-        confirmed_at=now,
-        attempts=0,
-        updated_at=now,
-    )
-    session.add(external)
-    session.flush()
-    return Match(external.id, False)
+            candidates.remove(candidate)
+            return candidate.id
+    return None
+
+
+def external_dismissal_row(*, sdkappid: int, group_id: str, callback_id: str, now: datetime) -> dict:
+    """The row of a dismissal we did not ask for, confirmed by its callback."""
+    return dict(id=new_id(), group_id=group_id, sdkappid=sdkappid, source=Source.EXTERNAL, status=Status.CONFIRMED,
+                confirmation=Confirmation.CALLBACK, callback_id=callback_id, confirmed_at=now, attempts=0,
+                probes=0, redispatches=0, updated_at=now)

@@ -1,0 +1,90 @@
+"""Group commit: concurrent callbacks share transactions, each answered with its own result."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timezone, datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+
+from receiver.callbacks.groupcommit import GroupCommitter
+from receiver.callbacks.service import Accepted, RequestMeta
+from receiver.models import Callback, Dismissal, GroupMember
+from receiver.schemas.tencent import GroupDestroyedSchema
+from tests.conftest import TEST_SDKAPPID
+from tests.helpers import destroyed_body
+
+META = RequestMeta("SdkAppid=x", TEST_SDKAPPID, "Group.CallbackAfterGroupDestroyed", None, "RESTAPI", None,
+                   "application/json", "127.0.0.1")
+
+
+def accepted(group_id: str, event_time: int = 1_700_000_000_000) -> Accepted:
+    body = destroyed_body(group_id, event_time=event_time)
+    return Accepted(GroupDestroyedSchema().load(body), body, b"{}", META, datetime.now(timezone.utc))
+
+
+def run_concurrently(committer, factory, items):
+    results = [None] * len(items)
+    errors = [None] * len(items)
+    barrier = threading.Barrier(len(items))
+
+    def go(i):
+        barrier.wait()
+        try:
+            results[i] = committer.record(items[i], factory)
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            errors[i] = exc
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(len(items))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results, errors
+
+
+def test_concurrent_callbacks_are_stored_once_each_in_fewer_transactions(committed_db):
+    committer = GroupCommitter()
+    items = [accepted(f"gc-{i % 40}") for i in range(60)]  # 40 events, 20 of them delivered twice
+    results, errors = run_concurrently(committer, committed_db.session_factory, items)
+    assert errors == [None] * 60
+    assert sorted(r.outcome for r in results).count("stored") == 40
+    assert sorted(r.outcome for r in results).count("duplicate") == 20
+    for i in range(20):  # both deliveries of an event were answered with its one stored row
+        assert results[i].callback_id == results[i + 40].callback_id
+    assert len({r.callback_id for r in results}) == 40
+    assert committer.recorded == 60 and committer.batches < 60
+    with committed_db.session_scope() as s:
+        assert s.scalar(select(func.count()).select_from(Callback)) == 40
+        assert s.scalar(select(func.sum(Callback.duplicates))) == 20
+        assert s.scalar(select(func.count()).select_from(Dismissal)) == 40
+        assert s.scalar(select(func.count()).select_from(GroupMember)) == 120
+
+
+def test_a_bad_callback_does_not_fail_its_batch(committed_db, backend):
+    committer = GroupCommitter()
+    good = [accepted(f"ok-{i}") for i in range(10)]
+    template = accepted("bad")
+    # Longer than the column allows on PostgreSQL (SQLite would store it; then nothing fails).
+    bad = Accepted({**template.data, "group_id": "x" * 300}, template.body, b"{}", META, template.received_at)
+    results, errors = run_concurrently(committer, committed_db.session_factory, good + [bad])
+    assert errors[:10] == [None] * 10
+    assert all(r.outcome == "stored" for r in results[:10])
+    with committed_db.session_scope() as s:
+        stored = set(s.scalars(select(Callback.group_id)))
+    assert {f"ok-{i}" for i in range(10)} <= stored
+    if backend.name == "postgresql":
+        assert errors[10] is not None and "x" * 300 not in stored
+
+
+def test_an_outage_fails_the_whole_batch_so_each_caller_spools(committed_db):
+    def broken_factory():
+        raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    committer = GroupCommitter(is_outage=lambda exc: isinstance(exc, OperationalError))
+    results, errors = run_concurrently(committer, broken_factory, [accepted(f"down-{i}") for i in range(8)])
+    assert results == [None] * 8
+    assert all(isinstance(e, OperationalError) for e in errors)
+    # The committer is free again afterwards.
+    assert committer.record(accepted("after"), committed_db.session_factory).outcome == "stored"
