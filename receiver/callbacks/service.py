@@ -100,9 +100,11 @@ def record_many(session: Session, items: Sequence[Accepted], *, now: datetime | 
     for index, key in enumerate(keys):
         first_of.setdefault(key, index)
     rows = {key: _callback_row(items[i], new_id(), key) for key, i in first_of.items()}
+    # Table-level (Core) statements: the ORM's bulk machinery costs more than the SQL here.
+    table = Callback.__table__
     inserted = dict(session.execute(
-        insert_ignoring_conflicts(session, Callback, index_elements=[Callback.dedupe_key])
-        .returning(Callback.dedupe_key, Callback.id),
+        insert_ignoring_conflicts(session, table, index_elements=[table.c.dedupe_key])
+        .returning(table.c.dedupe_key, table.c.id),
         list(rows.values()),
     ).all()) if rows else {}
     # Redeliveries: of an event stored earlier, or repeated within this batch.
@@ -144,9 +146,9 @@ def record_many(session: Session, items: Sequence[Accepted], *, now: datetime | 
                          "account": m["account"]} for m in item.data.get("members") or ()]
             results[i] = RecordResult("stored", callback_id, dismissal_id, matched is not None)
     if externals:
-        session.execute(insert(Dismissal), externals)
+        session.execute(insert(Dismissal.__table__), externals)
     if members:
-        session.execute(insert(GroupMember), members)
+        session.execute(insert(GroupMember.__table__), members)
     session.commit()
     for index, key in enumerate(keys):
         if results[index] is None:

@@ -35,15 +35,12 @@ def load_candidates(session: Session, *, sdkappid: int, group_ids: Iterable[str]
     out: dict[str, list[Candidate]] = {}
     ids = list(dict.fromkeys(group_ids))
     for i in range(0, len(ids), 500):
+        c = Dismissal.__table__.c  # a Core select: no ORM entity to build per row
         rows = session.execute(
-            select(Dismissal.group_id, Dismissal.id, Dismissal.status, Dismissal.requested_at)
-            .where(
-                Dismissal.sdkappid == sdkappid,
-                Dismissal.group_id.in_(ids[i:i + 500]),
-                Dismissal.source == Source.API,
-                Dismissal.callback_id.is_(None),
-            )
-            .order_by(Dismissal.id.desc())
+            select(c.group_id, c.id, c.status, c.requested_at)
+            .where(c.sdkappid == sdkappid, c.group_id.in_(ids[i:i + 500]), c.source == Source.API,
+                   c.callback_id.is_(None))
+            .order_by(c.id.desc())
         )
         for group_id, did, status, requested_at in rows:
             bucket = out.setdefault(group_id, [])
