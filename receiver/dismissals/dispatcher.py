@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy.orm import Session
 
+from receiver.batching import LeaderBatcher
 from receiver.callbacks.outage import DATABASE_DOWN
 from receiver.db import Database
 from receiver.dismissals.states import Event, transition
@@ -36,6 +38,20 @@ class Backoff:
             return hint
         ceiling = min(self.cap, self.base * (2 ** max(attempts - 1, 0)))
         return ceiling * rng.uniform(0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """IM's answer to one destroy_group call, waiting to be recorded."""
+
+    claim: "Claim"
+    attempts: int
+    started: datetime
+    error: IMError | None
+    http_status: int | None
+    code: int
+    info: str
+    duration: float
 
 
 @dataclass(frozen=True)
@@ -63,6 +79,7 @@ class Dispatcher:
         self._clock = clock
         self._on_transition = on_transition or (lambda event: None)
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="dispatch")
+        self._answers: LeaderBatcher[_Answer, None] = LeaderBatcher(max_batch=4 * concurrency)
         self._inflight: set[Future] = set()
         self._lock = threading.Lock()
         self.stopping = threading.Event()
@@ -74,27 +91,28 @@ class Dispatcher:
         if limit <= 0:
             return []
         now = self._clock()
-        with self.database.session_scope() as session:
-            rows = session.execute(
-                select(Dismissal.id, Dismissal.group_id, Dismissal.attempts)
-                .where(
-                    or_(
-                        and_(Dismissal.status.in_((Status.QUEUED, Status.RETRYING)), Dismissal.next_attempt_at <= now),
-                        and_(Dismissal.status == Status.SENDING, Dismissal.lease_expires_at < now),
-                    )
-                )
-                .order_by(Dismissal.next_attempt_at, Dismissal.id)
-                .limit(limit)
+        c = Dismissal.__table__.c
+        due = or_(
+            and_(c.status.in_((Status.QUEUED.value, Status.RETRYING.value)), c.next_attempt_at <= now),
+            and_(c.status == Status.SENDING.value, c.lease_expires_at < now),
+        )
+        with self.database.engine.begin() as conn:
+            ids = conn.execute(
+                select(c.id).where(due).order_by(c.next_attempt_at, c.id).limit(limit)
                 # PostgreSQL: concurrent workers skip each other's rows. SQLite ignores this and
                 # serialises claimers through BEGIN IMMEDIATE instead.
                 .with_for_update(skip_locked=True)
+            ).scalars().all()
+            if not ids:
+                return []
+            # The same condition again in the UPDATE: the claim is one conditional write.
+            rows = conn.execute(
+                update(Dismissal.__table__).where(c.id.in_(ids), due)
+                .values(status=Status.SENDING.value, lease_owner=self.worker_id, lease_expires_at=now + self.lease,
+                        updated_at=now)
+                .returning(c.id, c.group_id, c.attempts)
             ).all()
-            claims = []
-            for row in rows:
-                if transition(session, row.id, Event.CLAIM, where=(
-                    or_(Dismissal.status != Status.SENDING, Dismissal.lease_expires_at < now),
-                ), lease_owner=self.worker_id, lease_expires_at=now + self.lease):
-                    claims.append(Claim(row.id, row.group_id, row.attempts))
+        claims = sorted((Claim(r.id, r.group_id, r.attempts) for r in rows), key=lambda cl: ids.index(cl.id))
         for _ in claims:
             self._on_transition(Event.CLAIM.value)
         return claims
@@ -155,13 +173,13 @@ class Dispatcher:
 
     def _send_one(self, claim: Claim) -> None:
         started = self._clock()
-        with self.database.session_scope() as session:
+        c = Dismissal.__table__.c
+        with self.database.engine.begin() as conn:
             # Recorded before the call: if we die now, the attempt still counts.
-            still_ours = session.execute(
-                Dismissal.__table__.update()
-                .where(Dismissal.id == claim.id, Dismissal.lease_owner == self.worker_id,
-                       Dismissal.status == Status.SENDING)
-                .values(sent_at=started, attempts=Dismissal.attempts + 1)
+            still_ours = conn.execute(
+                update(Dismissal.__table__)
+                .where(c.id == claim.id, c.lease_owner == self.worker_id, c.status == Status.SENDING.value)
+                .values(sent_at=started, attempts=c.attempts + 1)
             ).rowcount
         if not still_ours:
             # Confirmed by its callback (or retaken) since we claimed it: nothing to send.
@@ -180,47 +198,56 @@ class Dispatcher:
             http_status, code, info, duration = None, CODE_NETWORK, error.info, 0.0
         # IM has answered: hold on to the answer until the database takes it (it may be down for
         # a while). Giving up only costs a second call once the lease expires.
+        answer = _Answer(claim, attempts, started, error, http_status, code, info, duration)
+        # Senders that finish together share one transaction; each returns once its answer is in.
+        self._answers.submit(answer, self._record_batch)
+
+    def _record_batch(self, answers: list[_Answer]) -> list[None]:
+        """Write IM's answers in one transaction; retry while the database is unreachable."""
         deadline = time.monotonic() + self.lease.total_seconds()
         while True:
             try:
-                self._record(claim, attempts, started, error, http_status, code, info, duration)
-                return
+                with self.database.session_scope() as session:
+                    recorded = [self._record(session, a) for a in answers]
+                    session.execute(insert(DismissalAttempt.__table__), [row for _, _, row in recorded])
+                break
             except DATABASE_DOWN:
                 if time.monotonic() > deadline:
                     raise
-                log.warning("database unreachable; holding IM's answer", extra={"dismissal_id": claim.id})
+                log.warning("database unreachable; holding IM's answers", extra={"count": len(answers)})
                 time.sleep(0.5)
+        for answer, (event, moved, row) in zip(answers, recorded):
+            if moved:
+                self._on_transition(event.value)
+            log.log(logging.DEBUG if row["outcome"] == "sent" else logging.INFO, "destroy_group answered", extra={
+                "dismissal_id": answer.claim.id, "group_id": answer.claim.group_id, "error_code": answer.code,
+                "outcome": row["outcome"], "attempt": answer.attempts,
+            })
+        return [None] * len(answers)
 
-    def _record(self, claim: Claim, attempts: int, started: datetime, error: IMError | None,
-                http_status, code, info, duration) -> None:
+    def _record(self, session: Session, a: _Answer) -> tuple[Event, bool, dict]:
+        """Move one dismissal by IM's answer (if it is still ours) and build its attempt row."""
+        claim, attempts, started, error, code, info = a.claim, a.attempts, a.started, a.error, a.code, a.info
         now = self._clock()
         mine = (Dismissal.lease_owner == self.worker_id,)
-        with self.database.session_scope() as session:
-            if error is None:
-                event, outcome = Event.SENT, "sent"
-                moved = transition(session, claim.id, Event.SENT, where=mine, last_error_code=None,
-                                   last_error_info=None, next_attempt_at=now + self.confirm_timeout, **_CLEAR_LEASE)
-            elif error.kind is ErrorKind.GONE:
-                event, outcome = Event.ALREADY_GONE, "already_gone"
-                moved = transition(session, claim.id, Event.ALREADY_GONE, where=mine, confirmed_at=now,
-                                   last_error_code=code, last_error_info=info, next_attempt_at=None, **_CLEAR_LEASE)
-            elif error.kind in (ErrorKind.RETRYABLE, ErrorKind.RESIGN) and attempts < self.max_attempts:
-                event, outcome = Event.RETRY, "retry"
-                delay = self.backoff.delay(attempts, error.retry_after)
-                moved = transition(session, claim.id, Event.RETRY, where=mine, last_error_code=code,
-                                   last_error_info=info, next_attempt_at=now + timedelta(seconds=delay), **_CLEAR_LEASE)
-            else:
-                event, outcome = Event.FAIL, "failed"
-                moved = transition(session, claim.id, Event.FAIL, where=mine, last_error_code=code,
-                                   last_error_info=info, next_attempt_at=None, **_CLEAR_LEASE)
-            session.add(DismissalAttempt(
-                dismissal_id=claim.id, api="destroy_group", started_at=started, duration_ms=int(duration * 1000),
-                http_status=http_status, error_code=code, error_info=(info or "")[:2000],
-                outcome=outcome if moved else f"{outcome}_late",
-            ))
-        if moved:
-            self._on_transition(event.value)
-        log.info("destroy_group answered", extra={
-            "dismissal_id": claim.id, "group_id": claim.group_id, "error_code": code, "outcome": outcome,
-            "recorded": moved, "attempt": attempts,
-        })
+        if error is None:
+            event, outcome = Event.SENT, "sent"
+            moved = transition(session, claim.id, Event.SENT, where=mine, last_error_code=None, last_error_info=None,
+                               next_attempt_at=now + self.confirm_timeout, **_CLEAR_LEASE)
+        elif error.kind is ErrorKind.GONE:
+            event, outcome = Event.ALREADY_GONE, "already_gone"
+            moved = transition(session, claim.id, Event.ALREADY_GONE, where=mine, confirmed_at=now,
+                               last_error_code=code, last_error_info=info, next_attempt_at=None, **_CLEAR_LEASE)
+        elif error.kind in (ErrorKind.RETRYABLE, ErrorKind.RESIGN) and attempts < self.max_attempts:
+            event, outcome = Event.RETRY, "retry"
+            delay = self.backoff.delay(attempts, error.retry_after)
+            moved = transition(session, claim.id, Event.RETRY, where=mine, last_error_code=code,
+                               last_error_info=info, next_attempt_at=now + timedelta(seconds=delay), **_CLEAR_LEASE)
+        else:
+            event, outcome = Event.FAIL, "failed"
+            moved = transition(session, claim.id, Event.FAIL, where=mine, last_error_code=code,
+                               last_error_info=info, next_attempt_at=None, **_CLEAR_LEASE)
+        row = dict(dismissal_id=claim.id, api="destroy_group", started_at=started,
+                   duration_ms=int(a.duration * 1000), http_status=a.http_status, error_code=code,
+                   error_info=(info or "")[:2000], outcome=outcome if moved else f"{outcome}_late")
+        return event, moved, row
