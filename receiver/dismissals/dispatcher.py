@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from receiver.batching import LeaderBatcher
 from receiver.callbacks.outage import DATABASE_DOWN
 from receiver.db import Database
-from receiver.dismissals.states import Event, transition
+from receiver.dismissals.states import ALLOWED_FROM, Event, transition
 from receiver.im.errors import CODE_NETWORK, ErrorKind, IMError
 from receiver.models import Dismissal, DismissalAttempt, Status, utcnow
 
@@ -107,7 +107,8 @@ class Dispatcher:
                 return []
             # The same condition again in the UPDATE: the claim is one conditional write.
             rows = conn.execute(
-                update(Dismissal.__table__).where(c.id.in_(ids), due)
+                update(Dismissal.__table__)
+                .where(c.id.in_(ids), due, c.status.in_([st.value for st in ALLOWED_FROM[Event.CLAIM]]))
                 .values(status=Status.SENDING.value, lease_owner=self.worker_id, lease_expires_at=now + self.lease,
                         updated_at=now)
                 .returning(c.id, c.group_id, c.attempts)
