@@ -41,7 +41,7 @@ def make_engine(url: str, **kwargs) -> Engine:
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     # An unreachable server must fail fast: callbacks fall back to the spool (IM waits 2 s at most).
-    kwargs.setdefault("connect_args", {}).setdefault("connect_timeout", 2)
+    kwargs.setdefault("connect_args", {}).setdefault("connect_timeout", 1)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     return create_engine(url, **kwargs)

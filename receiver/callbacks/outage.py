@@ -64,7 +64,7 @@ class SpoolDrainer:
         except DATABASE_DOWN:
             return 0
         try:
-            drained = self.spool.drain(self._handle)
+            drained = self.spool.drain(self._handle, retry_later=lambda exc: isinstance(exc, DATABASE_DOWN))
         except DATABASE_DOWN:
             return 0
         if drained:

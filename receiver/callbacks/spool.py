@@ -64,7 +64,9 @@ class Spool:
         line = item.to_line()
         with self._lock:
             fd = self._writer_fd()
-            os.write(fd, line)
+            view = memoryview(line)
+            while view:  # a short write (disk full) must not be acknowledged as written
+                view = view[os.write(fd, view):]
             os.fsync(fd)
 
     def _writer_fd(self) -> int:
@@ -73,8 +75,11 @@ class Spool:
         self.directory.mkdir(parents=True, exist_ok=True)
         name = f"{int(self._clock() * 1000):013d}-{os.getpid()}-{os.urandom(3).hex()}{SEGMENT_SUFFIX}"
         path = self.directory / name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        # Locked before it bears a segment name, so no drainer can take (and delete) it meanwhile.
+        temporary = path.with_name(path.name + ".new")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)  # ours while we write; released on close or death
+        os.rename(temporary, path)
         _fsync_dir(self.directory)
         self._segment, self._fd, self._segment_pid = path, fd, os.getpid()
         return fd
@@ -104,7 +109,8 @@ class Spool:
                 continue
         return total
 
-    def drain(self, handle: Callable[[SpooledRequest], None]) -> int:
+    def drain(self, handle: Callable[[SpooledRequest], None],
+              retry_later: Callable[[BaseException], bool] = lambda exc: True) -> int:
         """Feed every spooled request nobody is writing to `handle`, oldest first; return how many.
 
         `handle` must raise if the database is still unreachable: the segment is then kept, and
@@ -123,6 +129,8 @@ class Spool:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     continue  # another process writes or drains it
+                if os.fstat(fd).st_nlink == 0:
+                    continue  # another drainer finished and removed it while we waited
                 done_path = path.with_name(path.name + ".done")
                 skip = int(done_path.read_text() or 0) if done_path.exists() else 0
                 for index, line in enumerate(_lines(fd)):
@@ -138,10 +146,17 @@ class Spool:
                         _keep_aside(path, line)
                         done_path.write_text(str(index + 1))
                         continue
-                    handle(item)
+                    try:
+                        handle(item)
+                    except Exception as exc:
+                        if retry_later(exc):
+                            raise  # the database is still away: keep the rest for later
+                        # Anything else would block every later callback: set this one aside.
+                        log.exception("spooled callback set aside", extra={"segment": path.name, "line": index})
+                        _keep_aside(path, line)
                     drained += 1
                     done_path.write_text(str(index + 1))
-                path.unlink()
+                path.unlink(missing_ok=True)
                 done_path.unlink(missing_ok=True)
             finally:
                 os.close(fd)

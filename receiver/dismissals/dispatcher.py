@@ -20,6 +20,7 @@ from receiver.db import Database
 from receiver.dismissals.states import ALLOWED_FROM, Event, transition
 from receiver.im.errors import CODE_NETWORK, ErrorKind, IMError
 from receiver.models import Dismissal, DismissalAttempt, Status, utcnow
+from receiver.textsafety import storable
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class Dispatcher:
         self._answers: LeaderBatcher[_Answer, None] = LeaderBatcher(max_batch=4 * concurrency)
         self._inflight: set[Future] = set()
         self._lock = threading.Lock()
+        self._claimed: set[str] = set()  # ids this process holds, never claimed again meanwhile
         self.stopping = threading.Event()
 
     # -- claiming ---------------------------------------------------------------------------------
@@ -97,8 +99,10 @@ class Dispatcher:
             and_(c.status == Status.SENDING.value, c.lease_expires_at < now),
         )
         with self.database.engine.begin() as conn:
+            with self._lock:
+                mine = list(self._claimed)
             ids = conn.execute(
-                select(c.id).where(due).order_by(c.next_attempt_at, c.id).limit(limit)
+                select(c.id).where(due, c.id.not_in(mine)).order_by(c.next_attempt_at, c.id).limit(limit)
                 # PostgreSQL: concurrent workers skip each other's rows. SQLite ignores this and
                 # serialises claimers through BEGIN IMMEDIATE instead.
                 .with_for_update(skip_locked=True)
@@ -114,6 +118,8 @@ class Dispatcher:
                 .returning(c.id, c.group_id, c.attempts)
             ).all()
         claims = sorted((Claim(r.id, r.group_id, r.attempts) for r in rows), key=lambda cl: ids.index(cl.id))
+        with self._lock:
+            self._claimed.update(cl.id for cl in claims)
         for _ in claims:
             self._on_transition(Event.CLAIM.value)
         return claims
@@ -163,6 +169,13 @@ class Dispatcher:
 
     def _send(self, claim: Claim) -> None:
         try:
+            self._send_or_release(claim)
+        finally:
+            with self._lock:
+                self._claimed.discard(claim.id)
+
+    def _send_or_release(self, claim: Claim) -> None:
+        try:
             if self.stopping.is_set():
                 with self.database.session_scope() as session:
                     transition(session, claim.id, Event.RELEASE, where=(Dismissal.lease_owner == self.worker_id,),
@@ -177,10 +190,13 @@ class Dispatcher:
         c = Dismissal.__table__.c
         with self.database.engine.begin() as conn:
             # Recorded before the call: if we die now, the attempt still counts.
+            # Renew the lease for the call and for recording its answer: nobody retakes the row
+            # while we still hold IM's answer.
             still_ours = conn.execute(
                 update(Dismissal.__table__)
-                .where(c.id == claim.id, c.lease_owner == self.worker_id, c.status == Status.SENDING.value)
-                .values(sent_at=started, attempts=c.attempts + 1)
+                .where(c.id == claim.id, c.lease_owner == self.worker_id, c.status == Status.SENDING.value,
+                       c.lease_expires_at > started)
+                .values(sent_at=started, attempts=c.attempts + 1, lease_expires_at=started + self.lease)
             ).rowcount
         if not still_ours:
             # Confirmed by its callback (or retaken) since we claimed it: nothing to send.
@@ -205,7 +221,8 @@ class Dispatcher:
 
     def _record_batch(self, answers: list[_Answer]) -> list[None]:
         """Write IM's answers in one transaction; retry while the database is unreachable."""
-        deadline = time.monotonic() + self.lease.total_seconds()
+        # Until the leases renewed before the calls run out; after that the rows may be retaken.
+        deadline = time.monotonic() + self.lease.total_seconds() - 1.0
         while True:
             try:
                 with self.database.session_scope() as session:
@@ -228,7 +245,8 @@ class Dispatcher:
 
     def _record(self, session: Session, a: _Answer) -> tuple[Event, bool, dict]:
         """Move one dismissal by IM's answer (if it is still ours) and build its attempt row."""
-        claim, attempts, started, error, code, info = a.claim, a.attempts, a.started, a.error, a.code, a.info
+        claim, attempts, started, error, code = a.claim, a.attempts, a.started, a.error, a.code
+        info = storable(a.info)
         now = self._clock()
         mine = (Dismissal.lease_owner == self.worker_id,)
         if error is None:
@@ -250,5 +268,5 @@ class Dispatcher:
                                last_error_info=info, next_attempt_at=None, **_CLEAR_LEASE)
         row = dict(dismissal_id=claim.id, api="destroy_group", started_at=started,
                    duration_ms=int(a.duration * 1000), http_status=a.http_status, error_code=code,
-                   error_info=(info or "")[:2000], outcome=outcome if moved else f"{outcome}_late")
+                   error_info=storable((info or "")[:2000]), outcome=outcome if moved else f"{outcome}_late")
         return event, moved, row

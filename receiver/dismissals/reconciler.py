@@ -109,7 +109,8 @@ class Reconciler:
                     else:
                         # Keep waiting: a late callback may still come; probe again later.
                         session.execute(
-                            Dismissal.__table__.update().where(Dismissal.id == dismissal_id)
+                            Dismissal.__table__.update().where(Dismissal.id == dismissal_id,
+                                                               Dismissal.status == Status.AWAITING_CALLBACK)
                             .values(probes=probe_count + 1, next_attempt_at=now + self.confirm_timeout / 2)
                         )
                         moved, event = False, None

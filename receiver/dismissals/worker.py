@@ -32,7 +32,9 @@ class MissingSecretKey(RuntimeError):
 
 
 def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """`host:pid`, cut to fit the 64-character lease columns."""
+    pid = f":{os.getpid()}"
+    return socket.gethostname()[: 64 - len(pid)] + pid
 
 
 def build_client(config: Config, metrics: Metrics | None = None) -> IMRestClient:

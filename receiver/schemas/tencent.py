@@ -9,7 +9,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 GROUP_DESTROYED = "Group.CallbackAfterGroupDestroyed"
 
 # Accounts and group IDs are printable ASCII in IM; we still accept any text, bounded in length.
-_group_id = validate.Length(min=1, max=200)
+_group_id = validate.Length(min=1, max=128)  # the dismissals/group_members columns
 _account = validate.Length(min=1, max=128)
 
 

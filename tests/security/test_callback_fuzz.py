@@ -264,6 +264,7 @@ def test_an_unexpected_error_still_answers_tencents_envelope(signed_client, db, 
         raise RuntimeError("simulated bug")
 
     monkeypatch.setattr(views, "handle_body", boom)
+    monkeypatch.setattr(views, "quarantine", boom)  # even keeping it aside fails
     now = str(int(time.time()))
     query = urlencode({"SdkAppid": TEST_SDKAPPID, "CallbackCommand": GROUP_DESTROYED, "RequestTime": now,
                        "Sign": compute_sign(TOKEN, now)})
@@ -273,3 +274,22 @@ def test_an_unexpected_error_still_answers_tencents_envelope(signed_client, db, 
     env = resp.get_json()
     assert set(env) == {"ActionStatus", "ErrorCode", "ErrorInfo"} and env["ActionStatus"] == "FAIL"
     assert env["ErrorCode"] != 0 and "simulated bug" not in env["ErrorInfo"]
+
+
+def test_a_valid_callback_that_cannot_be_recorded_is_quarantined_not_lost(signed_client, db, monkeypatch):
+    import receiver.callbacks.views as views
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("simulated bug in recording")
+
+    monkeypatch.setattr(views, "handle_body", boom)
+    now = str(int(time.time()))
+    query = urlencode({"SdkAppid": TEST_SDKAPPID, "CallbackCommand": GROUP_DESTROYED, "RequestTime": now,
+                       "Sign": compute_sign(TOKEN, now)})
+    body = {"CallbackCommand": GROUP_DESTROYED, "GroupId": "g-kept", "Type": "Public", "EventTime": 1700000000000}
+    resp = signed_client.post(f"/im/callback?{query}", json=body)
+    assert resp.status_code == 400
+    assert "kept in quarantine" in resp.get_json()["ErrorInfo"]
+    with db.session_scope() as s:
+        row = s.scalars(select(Callback)).one()
+    assert row.state == CallbackState.QUARANTINED and b'"g-kept"' in row.raw_body

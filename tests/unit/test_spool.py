@@ -78,3 +78,30 @@ def test_a_segment_held_by_a_live_writer_is_left_alone(tmp_path):
     finally:
         os.close(fd)
     assert other.drain(lambda it: None) == 1
+
+
+def test_a_line_that_keeps_failing_is_set_aside_and_the_rest_drains(tmp_path):
+    spool = Spool(tmp_path)
+    for n in range(3):
+        spool.append(item(n))
+    seen = []
+
+    def handle(it):
+        if it.raw_body == b'{"n": 1}':
+            raise ValueError("not a database outage: a bug or a limit")
+        seen.append(it.raw_body)
+
+    assert spool.drain(handle, retry_later=lambda exc: isinstance(exc, ConnectionError)) == 3
+    assert seen == [b'{"n": 0}', b'{"n": 2}']  # the later callback is not held hostage
+    [aside] = [p for p in tmp_path.iterdir() if p.name.endswith(".bad")]
+    assert b'"n": 1' in SpooledRequest.from_line(aside.read_bytes()).raw_body
+    assert spool.segments() == []
+
+
+def test_a_new_segment_is_locked_before_it_is_visible(tmp_path):
+    writer = Spool(tmp_path)
+    writer.append(item(1))
+    [segment] = writer.segments()
+    # It bears a segment name only once its writer holds the lock: a drainer cannot take it.
+    assert Spool(tmp_path).drain(lambda it: None) == 0
+    assert segment.exists()
