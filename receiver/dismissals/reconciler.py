@@ -53,10 +53,12 @@ class Reconciler:
                 .limit(limit)
             ).all()]
 
-    def run_once(self, max_batches: int = 20) -> ReconcileReport:
-        """Probe up to `max_batches` batches of due dismissals; return what happened."""
+    def run_once(self, max_batches: int = 20, keep_going: Callable[[], bool] = lambda: True) -> ReconcileReport:
+        """Probe up to `max_batches` batches of due dismissals (while `keep_going()`); return what happened."""
         report = ReconcileReport()
         for _ in range(max_batches):
+            if not keep_going():
+                break
             rows = self.due()
             if not rows:
                 break

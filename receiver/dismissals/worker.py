@@ -138,7 +138,8 @@ class Worker:
                 if time.monotonic() >= next_reconcile:
                     next_reconcile = time.monotonic() + self.settings.reconcile_interval
                     if self.reconcile_lease.ensure():
-                        self.reconciler.run_once()
+                        # Probes call IM too: stop between batches if the sender lease runs low.
+                        self.reconciler.run_once(keep_going=lambda: self.sender.valid() and self.reconcile_lease.valid())
                 if started == 0:
                     self.stop_event.wait(self.settings.poll_interval)
             except Exception:
