@@ -363,7 +363,8 @@ def test_callback_delay(imsim_factory, im_client_factory, callback_catcher):
 
 
 def test_reorder_shuffles_a_window_and_flushes_partial_windows(imsim_factory, im_client_factory, callback_catcher):
-    sim = imsim_factory(callback_url=callback_catcher.url, reorder=4, reorder_hold_ms=3000, seed=3)
+    # One delivery thread: the order received is the order sent (several threads would race).
+    sim = imsim_factory(callback_url=callback_catcher.url, reorder=4, reorder_hold_ms=1000, seed=3, callback_workers=1)
     client = im_client_factory(sim)
     gids = [client.create_group("Public", f"g{i}") for i in range(6)]
     for gid in gids:
