@@ -220,28 +220,47 @@ class Dispatcher:
         self._answers.submit(answer, self._record_batch)
 
     def _record_batch(self, answers: list[_Answer]) -> list[None]:
-        """Write IM's answers in one transaction; retry while the database is unreachable."""
+        """Write IM's answers in one transaction; retry while the database is unreachable.
+
+        Any other failure is retried answer by answer, so one answer the database refuses
+        cannot cost the others their record (and a second destroy_group after the lease).
+        """
         # Until the leases renewed before the calls run out; after that the rows may be retaken.
         deadline = time.monotonic() + self.lease.total_seconds() - 1.0
         while True:
             try:
-                with self.database.session_scope() as session:
-                    recorded = [self._record(session, a) for a in answers]
-                    session.execute(insert(DismissalAttempt.__table__), [row for _, _, row in recorded])
+                recorded = self._write(answers)
                 break
             except DATABASE_DOWN:
                 if time.monotonic() > deadline:
                     raise
                 log.warning("database unreachable; holding IM's answers", extra={"count": len(answers)})
                 time.sleep(0.5)
+            except Exception:
+                if len(answers) == 1:
+                    raise
+                recorded = []
+                for answer in answers:
+                    try:
+                        recorded += self._write([answer])
+                    except Exception:
+                        log.exception("could not record IM's answer", extra={"dismissal_id": answer.claim.id})
+                        recorded.append((None, False, {"outcome": "unrecorded"}))
+                break
         for answer, (event, moved, row) in zip(answers, recorded):
-            if moved:
+            if moved and event is not None:
                 self._on_transition(event.value)
             log.log(logging.DEBUG if row["outcome"] == "sent" else logging.INFO, "destroy_group answered", extra={
                 "dismissal_id": answer.claim.id, "group_id": answer.claim.group_id, "error_code": answer.code,
                 "outcome": row["outcome"], "attempt": answer.attempts,
             })
         return [None] * len(answers)
+
+    def _write(self, answers: list[_Answer]) -> list[tuple[Event, bool, dict]]:
+        with self.database.session_scope() as session:
+            recorded = [self._record(session, a) for a in answers]
+            session.execute(insert(DismissalAttempt.__table__), [row for _, _, row in recorded])
+        return recorded
 
     def _record(self, session: Session, a: _Answer) -> tuple[Event, bool, dict]:
         """Move one dismissal by IM's answer (if it is still ours) and build its attempt row."""

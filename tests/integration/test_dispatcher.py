@@ -270,3 +270,27 @@ def test_a_claim_confirmed_by_its_callback_before_sending_is_not_sent(committed_
     assert fake.calls_to("destroy_group") == []
     d = get(committed_db, did)
     assert (d.status, d.confirmation, d.attempts) == (Status.CONFIRMED, Confirmation.CALLBACK, 0)
+
+
+def test_an_answer_the_database_refuses_does_not_cost_the_others_their_record(committed_db, fake, dispatcher,
+                                                                             monkeypatch):
+    """One answer that cannot be written is retried alone; the batch's other answers are kept."""
+    from receiver.dismissals.dispatcher import _Answer
+
+    fake.add_group("keep-1")
+    fake.add_group("keep-2")
+    ids = queue(committed_db, "keep-1", "keep-2", "poison")
+    claims = {c.group_id: c for c in dispatcher.claim(3)}
+    original = dispatcher._record
+
+    def refusing(session, answer):
+        if answer.claim.group_id == "poison":
+            raise ValueError("refused by the database")
+        return original(session, answer)
+
+    monkeypatch.setattr(dispatcher, "_record", refusing)
+    answers = [_Answer(claims[g], 1, utcnow(), None, 200, 0, "", 0.01) for g in ("keep-1", "poison", "keep-2")]
+    dispatcher._record_batch(answers)
+    assert get(committed_db, ids[0]).status == Status.AWAITING_CALLBACK
+    assert get(committed_db, ids[1]).status == Status.AWAITING_CALLBACK
+    assert get(committed_db, ids[2]).status == Status.SENDING  # left to its lease
