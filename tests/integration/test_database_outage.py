@@ -8,7 +8,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import requests
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from receiver.db import Database
 from receiver.models import Callback, CallbackState, Dismissal
