@@ -161,17 +161,22 @@ def signed_client(app_factory, db):
     return app_factory(db, im_callback_tokens=(Secret(TOKEN),)).test_client()
 
 
+def post_counting(client, db, query: str, body: bytes, content_type):
+    """POST a callback; return the response, its envelope, and what it added (accepted, quarantined, dismissals)."""
+    before = counts(db)
+    headers = {"Content-Type": content_type} if content_type else {}
+    resp = client.post(f"/im/callback?{query}", data=body, headers=headers)
+    env = assert_envelope(resp)
+    event(f"{resp.status_code} {env['ErrorInfo'][:30]}")
+    return resp, env, tuple(a - b for a, b in zip(counts(db), before))
+
+
 @FUZZ
 @given(query=queries(), body=raw_bodies, content_type=content_types)
 def test_any_callback_request_gets_the_envelope_and_only_valid_bodies_are_accepted(signed_client, db, query, body,
                                                                                   content_type):
     q, command = query
-    before = counts(db)
-    headers = {"Content-Type": content_type} if content_type else {}
-    resp = signed_client.post(f"/im/callback?{q}", data=body, headers=headers)
-    env = assert_envelope(resp)
-    event(f"{resp.status_code} {env['ErrorInfo'][:30]}")
-    accepted, quarantined, dismissals = (a - b for a, b in zip(counts(db), before))
+    resp, env, (accepted, quarantined, dismissals) = post_counting(signed_client, db, q, body, content_type)
     if resp.status_code == 200:
         assert quarantined == 0
         assert accepted <= 1 and dismissals <= 1
@@ -192,12 +197,8 @@ def test_hostile_bodies_behind_a_valid_query_are_quarantined_never_accepted(sign
               ("OptPlatform", "RESTAPI"), ("RequestTime", now), ("Sign", compute_sign(TOKEN, now))]
     if command:
         params.append(("CallbackCommand", command))
-    before = counts(db)
-    headers = {"Content-Type": content_type} if content_type else {}
-    resp = signed_client.post(f"/im/callback?{urlencode(params)}", data=body, headers=headers)
-    env = assert_envelope(resp)
-    event(f"{resp.status_code} {env['ErrorInfo'][:30]}")
-    accepted, quarantined, dismissals = (a - b for a, b in zip(counts(db), before))
+    resp, env, (accepted, quarantined, dismissals) = post_counting(signed_client, db, urlencode(params), body,
+                                                                   content_type)
     if is_valid(body):
         assert resp.status_code == 200 and quarantined == 0, (env, body[:300], content_type, command)
         assert accepted + dismissals in (0, 2)  # stored and recorded, or a duplicate of an earlier example
