@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Sequence
 
-from sqlalchemy import insert, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from receiver.dismissals.matching import external_dismissal_row, load_candidates, match_callback
 from receiver.models import Callback, CallbackState, Dismissal, GroupMember, new_id, utcnow
 from receiver.schemas.tencent import event_time_from_ms
-from receiver.sqlutil import insert_ignoring_conflicts
+from receiver.sqlutil import bulk_insert
 from receiver.textsafety import storable
 
 
@@ -100,13 +100,11 @@ def record_many(session: Session, items: Sequence[Accepted], *, now: datetime | 
     for index, key in enumerate(keys):
         first_of.setdefault(key, index)
     rows = {key: _callback_row(items[i], new_id(), key) for key, i in first_of.items()}
-    # Table-level (Core) statements: the ORM's bulk machinery costs more than the SQL here.
-    table = Callback.__table__
-    inserted = dict(session.execute(
-        insert_ignoring_conflicts(session, table, index_elements=[table.c.dedupe_key])
-        .returning(table.c.dedupe_key, table.c.id),
-        list(rows.values()),
-    ).all()) if rows else {}
+    # One statement per table on the driver's cursor: the ORM's (and Core's executemany)
+    # per-row machinery costs more than the SQL here.
+    conn = session.connection()
+    inserted = dict(bulk_insert(conn, Callback.__table__, list(rows.values()), skip_conflicts_on="dedupe_key",
+                                returning=("dedupe_key", "id")))
     # Redeliveries: of an event stored earlier, or repeated within this batch.
     repeats: dict[str, int] = {}
     for index, key in enumerate(keys):
@@ -145,10 +143,8 @@ def record_many(session: Session, items: Sequence[Accepted], *, now: datetime | 
             members += [{"dismissal_id": dismissal_id, "callback_id": callback_id, "group_id": group_id,
                          "account": m["account"]} for m in item.data.get("members") or ()]
             results[i] = RecordResult("stored", callback_id, dismissal_id, matched is not None)
-    if externals:
-        session.execute(insert(Dismissal.__table__), externals)
-    if members:
-        session.execute(insert(GroupMember.__table__), members)
+    bulk_insert(conn, Dismissal.__table__, externals)
+    bulk_insert(conn, GroupMember.__table__, members)
     session.commit()
     for index, key in enumerate(keys):
         if results[index] is None:
