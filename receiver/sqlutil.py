@@ -76,7 +76,8 @@ def _plan(dialect, table: Table, columns: tuple[str, ...], conflict: str | None,
         tail += " RETURNING " + ", ".join(quote(c) for c in returning)
     plan = _InsertPlan(head, row, tail, tuple(
         # Bytes are spelled for PostgreSQL's bytea input below, not wrapped for the driver.
-        None if row == "" and isinstance(table.c[c].type, LargeBinary) else table.c[c].type.bind_processor(dialect)
+        None if row == "" and isinstance(table.c[c].type, LargeBinary)
+        else table.c[c].type.dialect_impl(dialect).bind_processor(dialect)
         for c in columns))
     with _plans_lock:
         _plans[key] = plan
@@ -110,23 +111,21 @@ def bulk_insert(connection: Connection, table: Table, rows: Sequence[Mapping[str
         if process is not None:
             for v in values:
                 v[i] = process(v[i])
-    cursor = connection.connection.cursor()
-    try:
-        if not plan.row:  # PostgreSQL: the rows as one JSON document
-            document = json.dumps([dict(zip(columns, v)) for v in values], default=_json_value,
-                                  ensure_ascii=False, separators=(",", ":"))
-            cursor.execute(plan.head + plan.tail, (document,))
-            return [tuple(r) for r in cursor.fetchall()] if returning else []
-        if not returning:
-            cursor.executemany(plan.head + plan.row + plan.tail, values)
-            return []
-        out: list[tuple] = []
-        per = max(1, _SQLITE_MAX_VARIABLES // len(columns))
-        for start in range(0, len(values), per):
-            chunk = values[start:start + per]
-            cursor.execute(plan.head + ", ".join(plan.row for _ in chunk) + plan.tail,
-                           [v for row in chunk for v in row])
-            out += [tuple(r) for r in cursor.fetchall()]
-        return out
-    finally:
-        cursor.close()
+    # exec_driver_sql: no compiling, but the driver's errors still arrive as SQLAlchemy's (so an
+    # outage is recognised) and a dead connection is invalidated in the pool.
+    if not plan.row:  # PostgreSQL: the rows as one JSON document
+        document = json.dumps([dict(zip(columns, v)) for v in values], default=_json_value,
+                              ensure_ascii=False, separators=(",", ":"))
+        result = connection.exec_driver_sql(plan.head + plan.tail, (document,))
+        return [tuple(r) for r in result] if returning else []
+    if not returning:
+        connection.exec_driver_sql(plan.head + plan.row + plan.tail, [tuple(v) for v in values])
+        return []
+    out: list[tuple] = []
+    per = max(1, _SQLITE_MAX_VARIABLES // len(columns))
+    for start in range(0, len(values), per):
+        chunk = values[start:start + per]
+        result = connection.exec_driver_sql(plan.head + ", ".join(plan.row for _ in chunk) + plan.tail,
+                                            tuple(v for row in chunk for v in row))
+        out += [tuple(r) for r in result]
+    return out

@@ -1,0 +1,98 @@
+"""bulk_insert stores exactly what the ORM would, on both backends, or refuses like it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
+
+from receiver.models import Callback, CallbackState, Dismissal, Source, Status, new_id
+from receiver.sqlutil import bulk_insert
+from tests.conftest import TEST_SDKAPPID
+
+WHEN = datetime(2026, 11, 29, 23, 59, 59, 123456, tzinfo=timezone.utc)
+
+
+def callback_row(key: str, **over) -> dict:
+    row = dict(id=new_id(), state=CallbackState.ACCEPTED, dedupe_key=key, sdkappid=TEST_SDKAPPID,
+               command="Group.CallbackAfterGroupDestroyed", group_id=f"g-{key}", name=None,
+               event_time=WHEN, query_string="a=b", raw_body=b"{}", received_at=WHEN, duplicates=0)
+    row.update(over)
+    return row
+
+
+def test_values_round_trip_exactly(db):
+    raw = bytes(range(256)) + b'\\x00"\\\\ \xe4\xbd\xa0'  # every byte value, quotes and backslashes
+    row = callback_row("k1", raw_body=raw, name='quote " backslash \\ tab \t 你好 \U0001f600',
+                       event_time=WHEN.astimezone(timezone(timedelta(hours=8))), sdkappid=2**40 + 7)
+    with db.session_scope() as session:
+        got = bulk_insert(session.connection(), Callback.__table__, [row], skip_conflicts_on="dedupe_key",
+                          returning=("dedupe_key", "id"))
+        assert got == [("k1", row["id"])]
+    with db.session_scope() as session:
+        stored = session.get(Callback, row["id"])
+        assert stored.raw_body == raw
+        assert stored.name == row["name"]
+        assert stored.event_time == WHEN and stored.received_at == WHEN
+        assert stored.sdkappid == 2**40 + 7 and stored.state is CallbackState.ACCEPTED
+        assert stored.owner_account is None and stored.duplicates == 0
+
+
+def test_conflicting_rows_are_skipped_and_not_returned(db):
+    first = callback_row("dup")
+    with db.session_scope() as session:
+        bulk_insert(session.connection(), Callback.__table__, [first], skip_conflicts_on="dedupe_key")
+    again = [callback_row("dup"), callback_row("new")]
+    with db.session_scope() as session:
+        got = bulk_insert(session.connection(), Callback.__table__, again, skip_conflicts_on="dedupe_key",
+                          returning=("dedupe_key", "id"))
+    assert got == [("new", again[1]["id"])]
+    with db.session_scope() as session:
+        assert session.scalar(select(Callback.id).where(Callback.dedupe_key == "dup")) == first["id"]
+
+
+def test_a_value_too_long_for_its_column_is_refused_not_truncated(db, backend):
+    if backend.name == "sqlite":
+        pytest.skip("SQLite does not enforce VARCHAR lengths (the endpoint caps them before storing)")
+    with pytest.raises(DBAPIError), db.session_scope() as session:
+        bulk_insert(session.connection(), Callback.__table__, [callback_row("long", group_id="x" * 201)])
+
+
+def test_a_naive_datetime_is_refused(db):
+    with pytest.raises((ValueError, DBAPIError)), db.session_scope() as session:
+        bulk_insert(session.connection(), Callback.__table__, [callback_row("naive", received_at=datetime(2026, 1, 1))])
+
+
+def test_many_rows_in_one_call(db):
+    """More rows than SQLite takes variables in one statement: split, and all come back."""
+    rows = [callback_row(f"m{i}") for i in range(1500)]  # 1500 × 12 columns > 16,383
+    with db.session_scope() as session:
+        got = bulk_insert(session.connection(), Callback.__table__, rows, skip_conflicts_on="dedupe_key",
+                          returning=("id",))
+    assert sorted(r[0] for r in got) == sorted(r["id"] for r in rows)
+
+
+def test_enum_and_nullable_columns_of_dismissals(db):
+    rows = [dict(id=new_id(), group_id=f"g{i}", sdkappid=TEST_SDKAPPID, source=Source.EXTERNAL,
+                 status=Status.CONFIRMED, confirmation=None, confirmed_at=WHEN if i else None, attempts=0,
+                 probes=0, redispatches=0, updated_at=WHEN) for i in range(3)]
+    with db.session_scope() as session:
+        assert bulk_insert(session.connection(), Dismissal.__table__, rows) == []
+    with db.session_scope() as session:
+        got = {d.group_id: d for d in session.scalars(select(Dismissal))}
+    assert got["g0"].confirmed_at is None and got["g2"].confirmed_at == WHEN
+    assert all(d.status is Status.CONFIRMED and d.source is Source.EXTERNAL for d in got.values())
+
+
+def test_datetimes_are_spelled_as_the_orm_spells_them(db, backend):
+    """On SQLite datetimes are strings compared as text: ours must match the ORM's exactly."""
+    on_the_second = WHEN.replace(microsecond=0)
+    with db.session_scope() as session:
+        bulk_insert(session.connection(), Callback.__table__, [callback_row("raw", received_at=on_the_second)])
+        session.add(Callback(**callback_row("orm", received_at=on_the_second)))
+    with db.session_scope() as session:
+        spelled = session.connection().exec_driver_sql(
+            "SELECT dedupe_key, CAST(received_at AS TEXT) FROM callbacks ORDER BY dedupe_key").all()
+    assert spelled[0][1] == spelled[1][1], spelled
