@@ -1,4 +1,4 @@
-"""Request ids, one access-log line per request, and the `GET /metrics` endpoint."""
+"""Request ids, one access-log line per request (handlers add their outcome to it), and `GET /metrics`."""
 
 from __future__ import annotations
 
@@ -27,6 +27,11 @@ def _begin_request() -> None:
     g.request_id_token = request_id_var.set(g.request_id)
 
 
+def annotate(**fields) -> None:
+    """Add fields to this request's access line (a handler's outcome, the ids it touched)."""
+    g.setdefault("log_fields", {}).update(fields)
+
+
 def _finish_request(response: Response) -> Response:
     request_id = g.get("request_id")
     if request_id is None:  # a response made before our first hook ran
@@ -37,13 +42,17 @@ def _finish_request(response: Response) -> Response:
     if metrics is not None:
         metrics.http_requests.labels(endpoint=endpoint, status=str(response.status_code)).inc()
     # The path only: query strings may carry a Sign or a dashboard token.
-    log.log(
-        logging.DEBUG if request.path in _QUIET_PATHS else logging.INFO,
-        "%s %s %s", request.method, request.path, response.status_code,
-        extra={"method": request.method, "path": request.path, "status": response.status_code,
-               "duration_ms": round((time.perf_counter() - g.request_started) * 1000, 2),
-               "remote_addr": request.remote_addr},
-    )
+    level = logging.DEBUG if request.path in _QUIET_PATHS else logging.INFO
+    if log.isEnabledFor(level):
+        fields = g.get("log_fields") or {}
+        outcome = fields.get("outcome")
+        log.log(
+            level, "%s %s %s" + (" %s" if outcome else ""), request.method, request.path, response.status_code,
+            *((outcome,) if outcome else ()),
+            extra={"method": request.method, "path": request.path, "status": response.status_code,
+                   "duration_ms": round((time.perf_counter() - g.request_started) * 1000, 2),
+                   "remote_addr": request.remote_addr, **fields},
+        )
     return response
 
 

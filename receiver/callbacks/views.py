@@ -14,6 +14,7 @@ from receiver.callbacks.service import Handled, RequestMeta, handle_body, quaran
 from receiver.callbacks.spool import SpooledRequest
 from receiver.db import get_database, get_session, sqlite_busy_timeout
 from receiver.models import utcnow
+from receiver.monitoring import annotate
 from receiver.schemas.tencent import GROUP_DESTROYED
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ def im_callback():
 
     def done(outcome: str, response):
         metrics.callback_handled(command or "", outcome, time.perf_counter() - started)
+        annotate(outcome=outcome)
         return response
 
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
@@ -136,9 +138,8 @@ def im_callback():
     if handled.outcome == "ignored":
         return done("ignored", envelope())
     record = handled.record
-    log.info("callback %s", record.outcome, extra={
-        "callback_id": record.callback_id, "dismissal_id": record.dismissal_id,
-        "matched_request": record.matched_request})
+    # One line per callback: its outcome and ids ride on the request's access line.
+    annotate(callback_id=record.callback_id, dismissal_id=record.dismissal_id, matched_request=record.matched_request)
     return done(record.outcome, envelope())
 
 

@@ -92,9 +92,10 @@ def test_each_request_logs_one_json_line_with_its_request_id(app_factory, db, ca
         by_id.setdefault(line.get("request_id"), []).append(line)
     assert [entry["event"] for entry in by_id["lb-1234.abc"]] == ["GET /healthz 200"]
     events = [entry["event"] for entry in by_id[generated]]
-    assert events == ["callback stored", "POST /im/callback 200"]
+    assert events == ["POST /im/callback 200 stored"]  # one line per callback, its outcome on it
     access = by_id[generated][-1]
     assert access["status"] == 200 and access["path"] == "/im/callback" and access["duration_ms"] >= 0
+    assert access["outcome"] == "stored" and len(access["callback_id"]) == 26 and access["matched_request"] is False
     assert access["level"] == "info" and access["ts"].endswith("Z")
 
 
