@@ -14,6 +14,7 @@ schemathesis = pytest.importorskip("schemathesis")
 
 from schemathesis.specs.openapi.checks import positive_data_acceptance  # noqa: E402
 
+from receiver.textsafety import is_storable  # noqa: E402
 from tests.conftest import API_TOKEN  # noqa: E402
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -35,6 +36,10 @@ def test_v1_answers_every_generated_request_as_documented(app):
         if "Idempotency-Key" in (case.headers or {}):
             # A key reused with another body is refused with 422 by contract (schemathesis expects 409).
             excluded.append(positive_data_acceptance)
+        if any(not is_storable(text) for text in _strings([case.body, case.query, case.path_parameters])):
+            # Text PostgreSQL cannot store (NUL, unpaired surrogates) is refused with a documented
+            # 422; a JSON Schema string cannot exclude it in a way schemathesis generates from.
+            excluded.append(positive_data_acceptance)
         if "cursor" in (case.query or {}):
             # Cursors are opaque: only those the API handed out are valid, which no schema can express.
             excluded.append(positive_data_acceptance)
@@ -42,3 +47,15 @@ def test_v1_answers_every_generated_request_as_documented(app):
         assert response.status_code < 500
 
     run()
+
+
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(k)
+            yield from _strings(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _strings(v)
