@@ -1,14 +1,18 @@
-"""Per-API rate limiting for IM REST calls: even pacing plus a hard moving-window ceiling.
+"""Per-API rate limiting for IM REST calls: calendar-second slots plus a hard moving-window ceiling.
 
-Tencent counts calls per calendar second *on receipt*. A plain moving window lets a whole
-second's budget leave in one burst, and network jitter can then land two bursts in the same
-receiving second. So calls are paced (one slot every 1/rate seconds, shared through Redis when
-configured) at a rate a little under the ceiling, and a `limits` moving window at the ceiling
-stays behind it as a safety net.
+Tencent counts calls per second *on receipt*. A plain moving window lets a whole second's budget
+leave in one burst, and network jitter can then land two bursts in the same receiving second.
+So each calendar second (of the pacer's clock: Redis's when shared, else this host's, both kept
+by NTP like IM's) holds `slots` evenly spaced slots, all in its first `active` part (0.9 s by
+default), and one call leaves per slot. A call that reaches IM less than the quiet rest of the
+second (100 ms) after it left is therefore counted in the second it left, whatever the jitter,
+and no second gets more than `slots` calls — one fewer than the ceiling by default, as a spare.
+A `limits` moving window at the ceiling stays behind the pacer as a safety net.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import Callable, Protocol
@@ -17,19 +21,34 @@ from limits import RateLimitItemPerSecond
 from limits.storage import MemoryStorage, RedisStorage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
-DEFAULT_MARGIN = 0.025  # pace at 97.5 % of the ceiling: absorbs ~20 ms of receive-side jitter
+DEFAULT_SPARE = 1  # calls per second left unused under the ceiling
+DEFAULT_ACTIVE = 0.9  # calls leave in the first 900 ms of each second; the rest absorbs transit time
+# A slot further ahead than this means the clock stepped back: start again from now.
+_MAX_AHEAD = 2.0
 
 _PACE_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local interval = tonumber(ARGV[1])
+local active = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 local slot = now
-if tat > now then slot = tat end
+if tat > now and tat < now + %(max_ahead)s then slot = tat end
+if slot - math.floor(slot) >= active - interval / 2 then slot = math.floor(slot) + 1 end
 local nxt = slot + interval
-redis.call('SET', KEYS[1], string.format('%.6f', nxt), 'PX', math.ceil((nxt - now) * 1000) + 1000)
-return string.format('%.6f', slot - now)
-"""
+redis.call('SET', KEYS[1], string.format('%%.6f', nxt), 'PX', math.ceil((nxt - now) * 1000) + 1000)
+return string.format('%%.6f', slot - now)
+""" % {"max_ahead": _MAX_AHEAD}
+
+
+def next_slot(now: float, booked: float | None, interval: float, active: float) -> float:
+    """The slot for a call asked for at `now`, when the next free one is `booked` (the Lua twin above)."""
+    slot = booked if booked is not None and now < booked < now + _MAX_AHEAD else now
+    # Half an interval of tolerance: the last slot of a second is at `active - interval`, and
+    # summed intervals drift by rounding.
+    if slot - math.floor(slot) >= active - interval / 2:
+        slot = math.floor(slot) + 1.0
+    return slot
 
 
 class RateLimiterUnavailable(RuntimeError):
@@ -47,10 +66,12 @@ class Pacer(Protocol):
 
 
 class MemoryPacer:
-    """In-process pacer: slots `interval` seconds apart, per API name."""
+    """In-process pacer: `slots_per_second` slots in the first `active` part of each second, per API."""
 
-    def __init__(self, interval: float, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval = interval
+    def __init__(self, slots_per_second: float, *, active: float = DEFAULT_ACTIVE,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.interval = active / slots_per_second
+        self.active = active
         self._clock = clock
         self._next: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -58,7 +79,7 @@ class MemoryPacer:
     def reserve(self, api: str) -> float:
         with self._lock:
             now = self._clock()
-            slot = max(now, self._next.get(api, now))
+            slot = next_slot(now, self._next.get(api), self.interval, self.active)
             self._next[api] = slot + self.interval
             return slot - now
 
@@ -66,14 +87,17 @@ class MemoryPacer:
 class RedisPacer:
     """Pacer shared by every process and host using the same Redis (and Redis's own clock)."""
 
-    def __init__(self, redis_client, interval: float, *, key_prefix: str) -> None:  # noqa: ANN001
-        self.interval = interval
+    def __init__(self, redis_client, slots_per_second: float, *, active: float = DEFAULT_ACTIVE,  # noqa: ANN001
+                 key_prefix: str) -> None:
+        self.interval = active / slots_per_second
+        self.active = active
         self.key_prefix = key_prefix
         self._script = redis_client.register_script(_PACE_SCRIPT)
 
     def reserve(self, api: str) -> float:
         try:
-            return float(self._script(keys=[f"{self.key_prefix}:pace:{api}"], args=[repr(self.interval)]))
+            return float(self._script(keys=[f"{self.key_prefix}:pace:{api}"],
+                                      args=[repr(self.interval), repr(self.active)]))
         except Exception as exc:  # redis.RedisError and socket errors
             raise RateLimiterUnavailable(f"rate-limit store unreachable: {type(exc).__name__}") from None
 
@@ -134,28 +158,28 @@ class UnlimitedLimiter:
         return 0.0
 
 
-def build_limiter(config, *, margin: float = DEFAULT_MARGIN, key_prefix: str = "imrl",  # noqa: ANN001
+def build_limiter(config, *, spare: int = DEFAULT_SPARE, key_prefix: str = "imrl",  # noqa: ANN001
                   sleep: Callable[[float], None] = time.sleep) -> RateLimiter:
     """Build the limiter for `config`: shared through Redis when REDIS_URL is set, else in-process."""
     per_second = int(config.im_rate_limit_per_second)
     return build_rate_limiter(per_second, redis_url=config.redis_url.reveal() if config.redis_url else None,
-                              margin=margin, key_prefix=key_prefix, sleep=sleep)
+                              spare=spare, key_prefix=key_prefix, sleep=sleep)
 
 
-def build_rate_limiter(per_second: int, *, redis_url: str | None = None,
-                       margin: float = DEFAULT_MARGIN, key_prefix: str = "imrl",
+def build_rate_limiter(per_second: int, *, redis_url: str | None = None, spare: int = DEFAULT_SPARE,
+                       active: float = DEFAULT_ACTIVE, key_prefix: str = "imrl",
                        sleep: Callable[[float], None] = time.sleep) -> RateLimiter:
-    """Build a limiter pacing at `per_second * (1 - margin)` under a hard `per_second` ceiling."""
+    """Build a limiter with `per_second - spare` slots a second (at least one) under a hard `per_second` ceiling."""
     if per_second < 1:
         raise ValueError("per_second must be >= 1")
-    if not 0 <= margin < 0.5:
-        raise ValueError("margin must be in [0, 0.5)")
-    interval = 1.0 / (per_second * (1.0 - margin))
+    if spare < 0 or not 0.5 <= active <= 1.0:
+        raise ValueError("spare must be >= 0 and active in [0.5, 1]")
+    slots = max(1, per_second - spare)
     if redis_url:
         storage = storage_from_string(redis_url, key_prefix=key_prefix)
         assert isinstance(storage, RedisStorage)
-        pacer: Pacer = RedisPacer(storage.get_connection(), interval, key_prefix=key_prefix)
+        pacer: Pacer = RedisPacer(storage.get_connection(), slots, active=active, key_prefix=key_prefix)
     else:
         storage = storage_from_string("memory://")
-        pacer = MemoryPacer(interval)
+        pacer = MemoryPacer(slots, active=active)
     return RateLimiter(pacer, WindowCap(storage, per_second, key_prefix=key_prefix), sleep=sleep)
