@@ -43,35 +43,46 @@ _SQLITE_MAX_VARIABLES = 32766
 
 @dataclass(frozen=True)
 class _InsertPlan:
-    head: str  # up to VALUES / the unnest(…) select
+    head: str  # INSERT INTO t (…) and VALUES / the json_populate_recordset select
     row: str  # SQLite: one row's placeholders; empty on PostgreSQL
     tail: str  # ON CONFLICT … / RETURNING …
     processors: tuple  # per column: the type's bind processor, or None
+
+    def sql(self, rows: int = 1) -> str:
+        """The statement for `rows` rows (only SQLite's multi-row VALUES depends on the count).
+
+        Every piece comes from `_plan`: the Table's own names quoted by the dialect's identifier
+        preparer, and placeholders. No value ever enters the text.
+        """
+        return f"{self.head}{', '.join([self.row] * rows)}{self.tail}"
 
 
 _plans: dict[tuple, _InsertPlan] = {}
 _plans_lock = threading.Lock()
 
 
-def _plan(dialect, table: Table, columns: tuple[str, ...], conflict: str | None,
+def _plan(dialect, table: Table, columns: tuple[str, ...], conflict: bool | str,
           returning: tuple[str, ...]) -> _InsertPlan:
     key = (dialect.name, table.name, columns, conflict, returning)
     plan = _plans.get(key)
     if plan is not None:
         return plan
     quote = dialect.identifier_preparer.quote
-    into = f"INSERT INTO {dialect.identifier_preparer.format_table(table)} ({', '.join(quote(c) for c in columns)})"
+    table_name = dialect.identifier_preparer.format_table(table)
+    names = ", ".join(quote(c) for c in columns)
     if dialect.name == "postgresql":
-        table_name = dialect.identifier_preparer.format_table(table)
-        head = f"{into} SELECT {', '.join(quote(c) for c in columns)} FROM json_populate_recordset(NULL::{table_name}, %s)"
+        head = f"INSERT INTO {table_name} ({names}) SELECT {names} FROM json_populate_recordset(NULL::{table_name}, %s)"
         row = ""
     elif dialect.name == "sqlite":
-        head, row = f"{into} VALUES ", "(" + ", ".join("?" for _ in columns) + ")"
+        head = f"INSERT INTO {table_name} ({names}) VALUES "
+        row = "(" + ", ".join("?" for _ in columns) + ")"
     else:  # pragma: no cover - only the two supported backends
         raise NotImplementedError(f"unsupported database dialect {dialect.name!r}")
     tail = ""
-    if conflict is not None:
-        tail += f" ON CONFLICT ({quote(conflict)}) DO NOTHING"
+    if conflict is True:
+        tail = " ON CONFLICT DO NOTHING"
+    elif conflict:
+        tail = " ON CONFLICT (" + quote(conflict) + ") DO NOTHING"
     if returning:
         tail += " RETURNING " + ", ".join(quote(c) for c in returning)
     plan = _InsertPlan(head, row, tail, tuple(
@@ -96,16 +107,16 @@ def _json_value(value: Any) -> Any:
 
 
 def bulk_insert(connection: Connection, table: Table, rows: Sequence[Mapping[str, Any]], *,
-                skip_conflicts_on: str | None = None, returning: Sequence[str] = ()) -> list[tuple]:
+                skip_conflicts: bool | str = False, returning: Sequence[str] = ()) -> list[tuple]:
     """Insert `rows` (dicts with the same keys) in the connection's transaction; return `returning`.
 
-    `skip_conflicts_on` names a unique column: rows that would violate it are skipped (ON CONFLICT
-    DO NOTHING) and return nothing.
+    `skip_conflicts`: True skips rows that would violate any unique index (ON CONFLICT DO
+    NOTHING); a column name, only those violating that column's. Skipped rows return nothing.
     """
     if not rows:
         return []
     columns = tuple(rows[0])
-    plan = _plan(connection.dialect, table, columns, skip_conflicts_on, tuple(returning))
+    plan = _plan(connection.dialect, table, columns, skip_conflicts, tuple(returning))
     values = [[row[c] for c in columns] for row in rows]
     for i, process in enumerate(plan.processors):
         if process is not None:
@@ -116,16 +127,15 @@ def bulk_insert(connection: Connection, table: Table, rows: Sequence[Mapping[str
     if not plan.row:  # PostgreSQL: the rows as one JSON document
         document = json.dumps([dict(zip(columns, v)) for v in values], default=_json_value,
                               ensure_ascii=False, separators=(",", ":"))
-        result = connection.exec_driver_sql(plan.head + plan.tail, (document,))
+        result = connection.exec_driver_sql(plan.sql(), (document,))
         return [tuple(r) for r in result] if returning else []
     if not returning:
-        connection.exec_driver_sql(plan.head + plan.row + plan.tail, [tuple(v) for v in values])
+        connection.exec_driver_sql(plan.sql(), [tuple(v) for v in values])
         return []
     out: list[tuple] = []
     per = max(1, _SQLITE_MAX_VARIABLES // len(columns))
     for start in range(0, len(values), per):
         chunk = values[start:start + per]
-        result = connection.exec_driver_sql(plan.head + ", ".join(plan.row for _ in chunk) + plan.tail,
-                                            tuple(v for row in chunk for v in row))
+        result = connection.exec_driver_sql(plan.sql(len(chunk)), tuple(v for row in chunk for v in row))
         out += [tuple(r) for r in result]
     return out

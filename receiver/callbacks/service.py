@@ -103,7 +103,7 @@ def record_many(session: Session, items: Sequence[Accepted], *, now: datetime | 
     # One statement per table on the driver's cursor: the ORM's (and Core's executemany)
     # per-row machinery costs more than the SQL here.
     conn = session.connection()
-    inserted = dict(bulk_insert(conn, Callback.__table__, list(rows.values()), skip_conflicts_on="dedupe_key",
+    inserted = dict(bulk_insert(conn, Callback.__table__, list(rows.values()), skip_conflicts="dedupe_key",
                                 returning=("dedupe_key", "id")))
     # Redeliveries: of an event stored earlier, or repeated within this batch.
     repeats: dict[str, int] = {}

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from receiver.models import OPEN_STATUSES, Dismissal, Source, Status, new_id, utcnow
-from receiver.sqlutil import insert_ignoring_conflicts
+from receiver.sqlutil import bulk_insert, insert_ignoring_conflicts
 
 MAX_GROUP_ID_BYTES = 48
 MAX_BATCH = 10_000
@@ -138,19 +138,17 @@ def request_batch(
             raise DismissalRequestError(f"group_ids[{i}]: {exc}", f"group_ids.{i}") from None
     distinct = list(dict.fromkeys(group_ids))
     now = utcnow()
-    created_ids: dict[str, str] = {}
-    for chunk in _chunks(distinct, 1000):
-        rows = [
-            dict(id=new_id(), group_id=gid, sdkappid=sdkappid, source=Source.API, status=Status.QUEUED,
-                 reason=reason, requested_by=requested_by, requested_at=now, attempts=0, probes=0,
-                 redispatches=0, request_fingerprint=_fingerprint(gid, reason, requested_by),
-                 next_attempt_at=now, updated_at=now)
-            for gid in chunk
-        ]
-        result = session.execute(
-            insert_ignoring_conflicts(session, Dismissal).returning(Dismissal.id, Dismissal.group_id), rows
-        )
-        created_ids.update({gid: did for did, gid in result.all()})
+    rows = [
+        dict(id=new_id(), group_id=gid, sdkappid=sdkappid, source=Source.API, status=Status.QUEUED,
+             reason=reason, requested_by=requested_by, requested_at=now, attempts=0, probes=0,
+             redispatches=0, request_fingerprint=_fingerprint(gid, reason, requested_by),
+             next_attempt_at=now, updated_at=now)
+        for gid in distinct
+    ]
+    # One statement for the whole batch; a group with an open dismissal (the partial unique
+    # index) is skipped here and answered with that one below.
+    created_ids = {gid: did for did, gid in bulk_insert(session.connection(), Dismissal.__table__, rows,
+                                                         skip_conflicts=True, returning=("id", "group_id"))}
     session.commit()
     by_group: dict[str, Dismissal] = {}
     for chunk in _chunks(distinct, 1000):

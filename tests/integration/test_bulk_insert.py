@@ -28,7 +28,7 @@ def test_values_round_trip_exactly(db):
     row = callback_row("k1", raw_body=raw, name='quote " backslash \\ tab \t 你好 \U0001f600',
                        event_time=WHEN.astimezone(timezone(timedelta(hours=8))), sdkappid=2**40 + 7)
     with db.session_scope() as session:
-        got = bulk_insert(session.connection(), Callback.__table__, [row], skip_conflicts_on="dedupe_key",
+        got = bulk_insert(session.connection(), Callback.__table__, [row], skip_conflicts="dedupe_key",
                           returning=("dedupe_key", "id"))
         assert got == [("k1", row["id"])]
     with db.session_scope() as session:
@@ -43,10 +43,10 @@ def test_values_round_trip_exactly(db):
 def test_conflicting_rows_are_skipped_and_not_returned(db):
     first = callback_row("dup")
     with db.session_scope() as session:
-        bulk_insert(session.connection(), Callback.__table__, [first], skip_conflicts_on="dedupe_key")
+        bulk_insert(session.connection(), Callback.__table__, [first], skip_conflicts="dedupe_key")
     again = [callback_row("dup"), callback_row("new")]
     with db.session_scope() as session:
-        got = bulk_insert(session.connection(), Callback.__table__, again, skip_conflicts_on="dedupe_key",
+        got = bulk_insert(session.connection(), Callback.__table__, again, skip_conflicts="dedupe_key",
                           returning=("dedupe_key", "id"))
     assert got == [("new", again[1]["id"])]
     with db.session_scope() as session:
@@ -69,7 +69,7 @@ def test_many_rows_in_one_call(db):
     """More rows than SQLite takes variables in one statement: split, and all come back."""
     rows = [callback_row(f"m{i}") for i in range(1500)]  # 1500 × 12 columns > 16,383
     with db.session_scope() as session:
-        got = bulk_insert(session.connection(), Callback.__table__, rows, skip_conflicts_on="dedupe_key",
+        got = bulk_insert(session.connection(), Callback.__table__, rows, skip_conflicts="dedupe_key",
                           returning=("id",))
     assert sorted(r[0] for r in got) == sorted(r["id"] for r in rows)
 

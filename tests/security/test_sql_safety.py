@@ -15,6 +15,12 @@ RAW_SQL_CALLS = {"text", "exec_driver_sql", "literal_column", "column"}
 ALLOWED = {
     ("receiver/db.py", 'f"PRAGMA busy_timeout={int(_sqlite_busy_ms.get())}"'):
         "an int() of our own setting; PRAGMA takes no bound parameters",
+    # bulk_insert's statements: table and column names from our own Table metadata, quoted by
+    # the dialect's identifier preparer, and placeholders; every value is a bound parameter.
+    ("receiver/sqlutil.py", 'f"INSERT INTO {table_name} ({names}) SELECT {names} FROM json_populate_recordset(NULL::{table_name}, %s)"'):
+        "identifiers from Table metadata, quoted by the dialect; the rows are the bound %s",
+    ("receiver/sqlutil.py", 'f"INSERT INTO {table_name} ({names}) VALUES "'):
+        "identifiers from Table metadata, quoted by the dialect; values are ? placeholders",
 }
 
 
