@@ -451,7 +451,7 @@ def test_fake_scripts_errors_and_records_calls():
 def test_request_shape_is_tencents(imsim_factory, im_client_factory):
     seen: list[tuple[str, dict[str, str], bytes, str]] = []
     sim = imsim_factory()
-    app = sim.server.app
+    app = sim.app
     original = app.wsgi_app
 
     def spy(environ, start_response):  # record what reaches the simulator, then let it answer
