@@ -178,7 +178,7 @@ class Dispatcher:
         try:
             if self.stopping.is_set():
                 with self.database.session_scope() as session:
-                    transition(session, claim.id, Event.RELEASE, where=(Dismissal.lease_owner == self.worker_id,),
+                    transition(session, claim.id, Event.RELEASE, owner=self.worker_id,
                                next_attempt_at=self._clock(), **_CLEAR_LEASE)
                 return
             self._send_one(claim)
@@ -267,23 +267,23 @@ class Dispatcher:
         claim, attempts, started, error, code = a.claim, a.attempts, a.started, a.error, a.code
         info = storable(a.info)
         now = self._clock()
-        mine = (Dismissal.lease_owner == self.worker_id,)
+        mine = self.worker_id
         if error is None:
             event, outcome = Event.SENT, "sent"
-            moved = transition(session, claim.id, Event.SENT, where=mine, last_error_code=None, last_error_info=None,
+            moved = transition(session, claim.id, Event.SENT, owner=mine, last_error_code=None, last_error_info=None,
                                next_attempt_at=now + self.confirm_timeout, **_CLEAR_LEASE)
         elif error.kind is ErrorKind.GONE:
             event, outcome = Event.ALREADY_GONE, "already_gone"
-            moved = transition(session, claim.id, Event.ALREADY_GONE, where=mine, confirmed_at=now,
+            moved = transition(session, claim.id, Event.ALREADY_GONE, owner=mine, confirmed_at=now,
                                last_error_code=code, last_error_info=info, next_attempt_at=None, **_CLEAR_LEASE)
         elif error.kind in (ErrorKind.RETRYABLE, ErrorKind.RESIGN) and attempts < self.max_attempts:
             event, outcome = Event.RETRY, "retry"
             delay = self.backoff.delay(attempts, error.retry_after)
-            moved = transition(session, claim.id, Event.RETRY, where=mine, last_error_code=code,
+            moved = transition(session, claim.id, Event.RETRY, owner=mine, last_error_code=code,
                                last_error_info=info, next_attempt_at=now + timedelta(seconds=delay), **_CLEAR_LEASE)
         else:
             event, outcome = Event.FAIL, "failed"
-            moved = transition(session, claim.id, Event.FAIL, where=mine, last_error_code=code,
+            moved = transition(session, claim.id, Event.FAIL, owner=mine, last_error_code=code,
                                last_error_info=info, next_attempt_at=None, **_CLEAR_LEASE)
         row = dict(dismissal_id=claim.id, api="destroy_group", started_at=started,
                    duration_ms=int(a.duration * 1000), http_status=a.http_status, error_code=code,

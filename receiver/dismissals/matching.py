@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Iterable
 
-from sqlalchemy import func
 from sqlalchemy.orm import Session
 
 from receiver.dismissals.states import Event, transition
@@ -91,10 +90,9 @@ def match_callback(
                     next_attempt_at=None, lease_owner=None, lease_expires_at=None):
                 candidate.status = Status.CONFIRMED
             break
-        # A row already confirmed by probe or 10010 keeps the time we first knew.
-        if transition(session, candidate.id, Event.CALLBACK, callback_id=callback_id,
-                      confirmed_at=func.coalesce(Dismissal.confirmed_at, now),
-                      next_attempt_at=None, lease_owner=None, lease_expires_at=None):
+        # A row already confirmed by probe or 10010 keeps the time we first knew (keep_confirmed_at).
+        if transition(session, candidate.id, Event.CALLBACK, keep_confirmed_at=True, callback_id=callback_id,
+                      confirmed_at=now, next_attempt_at=None, lease_owner=None, lease_expires_at=None):
             candidates.remove(candidate)
             return candidate.id
     return None

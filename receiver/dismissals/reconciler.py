@@ -78,22 +78,21 @@ class Reconciler:
             for dismissal_id, group_id, redispatches, probe_count in rows:
                 report.probed += 1
                 probe = probes.get(group_id)
-                where = (Dismissal.next_attempt_at <= now,)
                 if probe is not None and probe.gone:
                     outcome = "gone"
-                    moved = transition(session, dismissal_id, Event.PROBE_GONE, where=where, confirmed_at=now,
+                    moved = transition(session, dismissal_id, Event.PROBE_GONE, due_by=now, confirmed_at=now,
                                        probes=probe_count + 1, next_attempt_at=None)
                     report.confirmed += moved
                     event = Event.PROBE_GONE
                 elif probe is not None and probe.exists and redispatches < MAX_REDISPATCHES:
                     outcome = "exists"
-                    moved = transition(session, dismissal_id, Event.REDISPATCH, where=where, probes=probe_count + 1,
+                    moved = transition(session, dismissal_id, Event.REDISPATCH, due_by=now, probes=probe_count + 1,
                                        redispatches=redispatches + 1, next_attempt_at=now)
                     report.redispatched += moved
                     event = Event.REDISPATCH
                 elif probe is not None and probe.exists:
                     outcome = "exists"
-                    moved = transition(session, dismissal_id, Event.GIVE_UP, where=where, probes=probe_count + 1,
+                    moved = transition(session, dismissal_id, Event.GIVE_UP, due_by=now, probes=probe_count + 1,
                                        next_attempt_at=None, last_error_code=None,
                                        last_error_info="group still exists after a re-sent destroy_group")
                     report.unconfirmed += moved
@@ -104,7 +103,7 @@ class Reconciler:
                     info = error.info if error else (probe.error_info if probe else "no answer for this group")
                     report.errors += 1
                     if probe_count + 1 >= MAX_PROBE_ERRORS:
-                        moved = transition(session, dismissal_id, Event.GIVE_UP, where=where, probes=probe_count + 1,
+                        moved = transition(session, dismissal_id, Event.GIVE_UP, due_by=now, probes=probe_count + 1,
                                            next_attempt_at=None, last_error_code=code, last_error_info=info)
                         report.unconfirmed += moved
                         event = Event.GIVE_UP
