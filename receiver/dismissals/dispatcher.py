@@ -59,7 +59,8 @@ class _Answer:
 class Claim:
     id: str
     group_id: str
-    attempts: int
+    attempts: int  # counting the call this claim is for
+    claimed_at: float = 0.0  # time.monotonic() of the claim
 
 
 class Dispatcher:
@@ -109,15 +110,19 @@ class Dispatcher:
             ).scalars().all()
             if not ids:
                 return []
-            # The same condition again in the UPDATE: the claim is one conditional write.
+            # The same condition again in the UPDATE: the claim is one conditional write. It also
+            # counts the attempt, before the call: if we die after claiming, the attempt still
+            # counts (at worst one too many, for a call never made); a clean stop hands unsent
+            # claims back and takes the count back too (RELEASE).
             rows = conn.execute(
                 update(Dismissal.__table__)
                 .where(c.id.in_(ids), due, c.status.in_([st.value for st in ALLOWED_FROM[Event.CLAIM]]))
                 .values(status=Status.SENDING.value, lease_owner=self.worker_id, lease_expires_at=now + self.lease,
-                        updated_at=now)
+                        attempts=c.attempts + 1, updated_at=now)
                 .returning(c.id, c.group_id, c.attempts)
             ).all()
-        claims = sorted((Claim(r.id, r.group_id, r.attempts) for r in rows), key=lambda cl: ids.index(cl.id))
+        claimed_at = time.monotonic()
+        claims = sorted((Claim(r.id, r.group_id, r.attempts, claimed_at) for r in rows), key=lambda cl: ids.index(cl.id))
         with self._lock:
             self._claimed.update(cl.id for cl in claims)
         for _ in claims:
@@ -178,7 +183,7 @@ class Dispatcher:
         try:
             if self.stopping.is_set():
                 with self.database.session_scope() as session:
-                    transition(session, claim.id, Event.RELEASE, owner=self.worker_id,
+                    transition(session, claim.id, Event.RELEASE, owner=self.worker_id, attempts=claim.attempts - 1,
                                next_attempt_at=self._clock(), **_CLEAR_LEASE)
                 return
             self._send_one(claim)
@@ -187,22 +192,16 @@ class Dispatcher:
 
     def _send_one(self, claim: Claim) -> None:
         started = self._clock()
-        c = Dismissal.__table__.c
-        with self.database.engine.begin() as conn:
-            # Recorded before the call: if we die now, the attempt still counts.
-            # Renew the lease for the call and for recording its answer: nobody retakes the row
-            # while we still hold IM's answer.
-            still_ours = conn.execute(
-                update(Dismissal.__table__)
-                .where(c.id == claim.id, c.lease_owner == self.worker_id, c.status == Status.SENDING.value,
-                       c.lease_expires_at > started)
-                .values(sent_at=started, attempts=c.attempts + 1, lease_expires_at=started + self.lease)
-            ).rowcount
-        if not still_ours:
-            # Confirmed by its callback (or retaken) since we claimed it: nothing to send.
+        # In the common case no write before the call: the claim, moments ago (at most
+        # 2 × concurrency calls ahead of the pacer), counted the attempt and leased the row for the
+        # call and for recording its answer. A row sent before (retaken from a dead worker, or a
+        # retry) may have been confirmed by a late callback since it was claimed, and a claim that
+        # waited long (a low rate limit) needs its lease renewed: check and renew those first.
+        waited = time.monotonic() - claim.claimed_at
+        if (claim.attempts > 1 or waited > self.lease.total_seconds() / 2) and not self._renew(claim, started):
             log.info("claim no longer ours; not sending", extra={"dismissal_id": claim.id})
             return
-        attempts = claim.attempts + 1
+        attempts = claim.attempts
         error: IMError | None = None
         try:
             call = self.client.destroy_group(claim.group_id)
@@ -218,6 +217,17 @@ class Dispatcher:
         answer = _Answer(claim, attempts, started, error, http_status, code, info, duration)
         # Senders that finish together share one transaction; each returns once its answer is in.
         self._answers.submit(answer, self._record_batch)
+
+    def _renew(self, claim: Claim, now: datetime) -> bool:
+        """Renew the lease of a claim that waited long for its turn (a low rate limit); False if it is gone."""
+        c = Dismissal.__table__.c
+        with self.database.engine.begin() as conn:
+            return bool(conn.execute(
+                update(Dismissal.__table__)
+                .where(c.id == claim.id, c.lease_owner == self.worker_id, c.status == Status.SENDING.value,
+                       c.lease_expires_at > now)
+                .values(lease_expires_at=now + self.lease)
+            ).rowcount)
 
     def _record_batch(self, answers: list[_Answer]) -> list[None]:
         """Write IM's answers in one transaction; retry while the database is unreachable.
@@ -270,20 +280,20 @@ class Dispatcher:
         mine = self.worker_id
         if error is None:
             event, outcome = Event.SENT, "sent"
-            moved = transition(session, claim.id, Event.SENT, owner=mine, last_error_code=None, last_error_info=None,
-                               next_attempt_at=now + self.confirm_timeout, **_CLEAR_LEASE)
+            moved = transition(session, claim.id, Event.SENT, owner=mine, sent_at=started, last_error_code=None,
+                               last_error_info=None, next_attempt_at=now + self.confirm_timeout, **_CLEAR_LEASE)
         elif error.kind is ErrorKind.GONE:
             event, outcome = Event.ALREADY_GONE, "already_gone"
-            moved = transition(session, claim.id, Event.ALREADY_GONE, owner=mine, confirmed_at=now,
+            moved = transition(session, claim.id, Event.ALREADY_GONE, owner=mine, sent_at=started, confirmed_at=now,
                                last_error_code=code, last_error_info=info, next_attempt_at=None, **_CLEAR_LEASE)
         elif error.kind in (ErrorKind.RETRYABLE, ErrorKind.RESIGN) and attempts < self.max_attempts:
             event, outcome = Event.RETRY, "retry"
             delay = self.backoff.delay(attempts, error.retry_after)
-            moved = transition(session, claim.id, Event.RETRY, owner=mine, last_error_code=code,
+            moved = transition(session, claim.id, Event.RETRY, owner=mine, sent_at=started, last_error_code=code,
                                last_error_info=info, next_attempt_at=now + timedelta(seconds=delay), **_CLEAR_LEASE)
         else:
             event, outcome = Event.FAIL, "failed"
-            moved = transition(session, claim.id, Event.FAIL, owner=mine, last_error_code=code,
+            moved = transition(session, claim.id, Event.FAIL, owner=mine, sent_at=started, last_error_code=code,
                                last_error_info=info, next_attempt_at=None, **_CLEAR_LEASE)
         row = dict(dismissal_id=claim.id, api="destroy_group", started_at=started,
                    duration_ms=int(a.duration * 1000), http_status=a.http_status, error_code=code,
