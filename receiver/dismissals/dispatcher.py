@@ -132,11 +132,17 @@ class Dispatcher:
     # -- the loop ---------------------------------------------------------------------------------
 
     def pump(self) -> int:
-        """Claim as many rows as there is room for in flight and start sending them; return how many."""
+        """Claim as many rows as there is room for in flight and start sending them; return how many.
+
+        Up to 2 × concurrency rows are held; once some are in flight, the rest is refilled only
+        when half of that room is free, so a claim (one transaction) takes many rows rather than
+        one per finished call.
+        """
         with self._lock:
             self._inflight = {f for f in self._inflight if not f.done()}
-            room = 2 * self.concurrency - len(self._inflight)
-        if self.stopping.is_set():
+            busy = len(self._inflight)
+        room = 2 * self.concurrency - busy
+        if self.stopping.is_set() or (busy and room < self.concurrency):
             return 0
         claims = self.claim(room)
         for claim in claims:
