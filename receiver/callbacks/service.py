@@ -99,7 +99,9 @@ def record_many(session: Session, items: Sequence[Accepted], *, now: datetime | 
     first_of: dict[str, int] = {}
     for index, key in enumerate(keys):
         first_of.setdefault(key, index)
-    rows = {key: _callback_row(items[i], new_id(), key) for key, i in first_of.items()}
+    # Keys in sorted order, in every statement: two batches holding the same events never lock
+    # them in opposite orders (no deadlock between processes).
+    rows = {key: _callback_row(items[first_of[key]], new_id(), key) for key in sorted(first_of)}
     # One statement per table on the driver's cursor: the ORM's (and Core's executemany)
     # per-row machinery costs more than the SQL here.
     conn = session.connection()
@@ -111,7 +113,7 @@ def record_many(session: Session, items: Sequence[Accepted], *, now: datetime | 
         if key not in inserted or first_of[key] != index:
             repeats[key] = repeats.get(key, 0) + 1
     existing: dict[str, str] = {}
-    for key, n in repeats.items():
+    for key, n in sorted(repeats.items()):
         existing[key] = session.execute(
             update(Callback).where(Callback.dedupe_key == key)
             .values(duplicates=Callback.duplicates + n, last_duplicate_at=now)

@@ -273,8 +273,13 @@ class Dispatcher:
         return [None] * len(answers)
 
     def _write(self, answers: list[_Answer]) -> list[tuple[Event, bool, dict]]:
+        # Rows are updated in ascending id order, like every multi-row writer (see matching), so
+        # this transaction and a batch of callbacks never deadlock.
+        order = sorted(range(len(answers)), key=lambda i: answers[i].claim.id)
+        recorded: list = [None] * len(answers)
         with self.database.session_scope() as session:
-            recorded = [self._record(session, a) for a in answers]
+            for i in order:
+                recorded[i] = self._record(session, answers[i])
             session.execute(insert(DismissalAttempt.__table__), [row for _, _, row in recorded])
         return recorded
 

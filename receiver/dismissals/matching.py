@@ -32,13 +32,18 @@ class Candidate:
 
 # Hot on the callback path (once per group-commit batch): a fixed text on the driver, with the
 # group ids as one parameter, costs a fraction of building and compiling the Core select.
+#
+# On PostgreSQL the candidates are locked (FOR UPDATE) in ascending id order, the order every
+# writer of several dismissals in one transaction follows (the dispatcher's answers, the
+# reconciler), so two batches can wait for each other but never deadlock. SQLite serialises
+# writers with BEGIN IMMEDIATE.
 _CANDIDATES_SQL = {
     "postgresql": "SELECT group_id, id, status, requested_at FROM dismissals"
                   " WHERE sdkappid = %s AND group_id = ANY(%s) AND source = 'api' AND callback_id IS NULL"
-                  " ORDER BY id DESC",
+                  " ORDER BY id FOR UPDATE",
     "sqlite": "SELECT group_id, id, status, requested_at FROM dismissals"
               " WHERE sdkappid = ? AND group_id IN (SELECT value FROM json_each(?)) AND source = 'api'"
-              " AND callback_id IS NULL ORDER BY id DESC",
+              " AND callback_id IS NULL ORDER BY id",
 }
 
 
@@ -53,7 +58,7 @@ def load_candidates(session: Session, *, sdkappid: int, group_ids: Iterable[str]
     requested_at = Dismissal.__table__.c.requested_at.type.dialect_impl(dialect).result_processor(dialect, None)
     rows = conn.exec_driver_sql(_CANDIDATES_SQL[dialect.name],
                                 (sdkappid, ids if dialect.name == "postgresql" else json.dumps(ids)))
-    for group_id, did, status, requested in rows:
+    for group_id, did, status, requested in reversed(rows.all()):  # newest first
         bucket = out.setdefault(group_id, [])
         if len(bucket) < 5:
             bucket.append(Candidate(did, Status(status), requested_at(requested) if requested_at else requested))

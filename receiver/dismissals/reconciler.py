@@ -75,7 +75,8 @@ class Reconciler:
             probes, error = {}, exc
         now = self._clock()
         with self.database.session_scope() as session:
-            for dismissal_id, group_id, redispatches, probe_count in rows:
+            # Ascending id order, like every multi-row writer (see matching): no deadlocks.
+            for dismissal_id, group_id, redispatches, probe_count in sorted(rows):
                 report.probed += 1
                 probe = probes.get(group_id)
                 if probe is not None and probe.gone:

@@ -143,7 +143,7 @@ def request_batch(
              reason=reason, requested_by=requested_by, requested_at=now, attempts=0, probes=0,
              redispatches=0, request_fingerprint=_fingerprint(gid, reason, requested_by),
              next_attempt_at=now, updated_at=now)
-        for gid in distinct
+        for gid in sorted(distinct)  # one lock order for every batch: concurrent batches never deadlock
     ]
     # One statement for the whole batch; a group with an open dismissal (the partial unique
     # index) is skipped here and answered with that one below.
