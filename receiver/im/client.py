@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import enum
+import json
 import os
 import random
 import time
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-import requests
-from requests.adapters import HTTPAdapter
+import urllib3
 
 from receiver.im.errors import (
     CODE_BAD_ANSWER,
@@ -28,6 +30,7 @@ from receiver.im.usersig import AdminSigner
 SERVICE = "group_open_http_svc"
 MAX_GROUPS_PER_INFO_CALL = 50
 POOL_SIZE = 32
+_JSON = {"Content-Type": "application/json"}
 
 
 @dataclass(frozen=True)
@@ -67,28 +70,29 @@ class GroupProbe:
         return self.state is ProbeState.GONE
 
 
-def new_session(pool_size: int = POOL_SIZE, base_url: str | None = None) -> requests.Session:
-    """A keep-alive session whose pool holds `pool_size` connections per host, no hidden retries.
+def new_pool(base_url: str, pool_size: int = POOL_SIZE) -> urllib3.PoolManager:
+    """A keep-alive pool of `pool_size` connections per host for calls to `base_url`; no hidden retries.
 
-    With `base_url`, the environment's proxy and CA-bundle settings are read once, for that
-    host, instead of on every request (requests re-reads them per call: ≈ 5 % of a dispatcher's CPU).
+    The environment's proxy (HTTPS_PROXY/HTTP_PROXY, NO_PROXY) and CA bundle (REQUESTS_CA_BUNDLE,
+    CURL_CA_BUNDLE, SSL_CERT_FILE) are read once, for IM's host. Plain urllib3 rather than
+    requests: at 200 calls a second, requests' per-call work was a fifth of a dispatcher's CPU.
     """
-    session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    if base_url is not None:
-        session.proxies.update(requests.utils.get_environ_proxies(base_url))
-        session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-        session.trust_env = False
-    return session
+    ca_bundle = (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+                 or os.environ.get("SSL_CERT_FILE") or None)
+    options: dict[str, Any] = {"maxsize": pool_size, "retries": False, "ca_certs": ca_bundle}
+    proxy = urllib.request.getproxies()
+    scheme = urllib.parse.urlsplit(base_url).scheme
+    host = urllib.parse.urlsplit(base_url).hostname or ""
+    if proxy.get(scheme) and not urllib.request.proxy_bypass(host):
+        return urllib3.ProxyManager(proxy[scheme], **options)
+    return urllib3.PoolManager(**options)
 
 
 class IMRestClient:
     """Client for `v4/group_open_http_svc/*`; every failure becomes an `IMError`."""
 
     def __init__(self, config, *, limiter: Limiter, signer: AdminSigner | None = None,  # noqa: ANN001
-                 session: requests.Session | None = None,
+                 http: urllib3.PoolManager | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  rng: random.Random | None = None,
                  on_call: Callable[[IMCall], None] | None = None) -> None:
@@ -102,7 +106,8 @@ class IMRestClient:
         self.timeout = max(float(config.im_http_timeout_seconds), 3.5)
         self.limiter = limiter
         self.signer = signer
-        self.session = session if session is not None else new_session(base_url=self.base_url)
+        self.http = http if http is not None else new_pool(self.base_url)
+        self._timeout = urllib3.Timeout(connect=self.timeout, read=self.timeout)
         self._clock = clock
         self._rng = rng if rng is not None else random.SystemRandom()
         self._on_call = on_call
@@ -111,7 +116,7 @@ class IMRestClient:
         return f"IMRestClient(base_url={self.base_url!r}, sdkappid={self.sdkappid}, identifier={self.identifier!r})"
 
     def close(self) -> None:
-        self.session.close()
+        self.http.clear()
 
     # -- the three APIs -------------------------------------------------------------------------
 
@@ -187,11 +192,12 @@ class IMRestClient:
             "random": str(self._rng.getrandbits(32)),
             "contenttype": "json",
         }
-        url = f"{self.base_url}/v4/{SERVICE}/{api}"
+        url = f"{self.base_url}/v4/{SERVICE}/{api}?{urllib.parse.urlencode(params)}"
+        payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
         started = self._clock()
         try:
-            resp = self.session.post(url, params=params, json=body, timeout=self.timeout)
-        except requests.RequestException as exc:
+            resp = self.http.request("POST", url, body=payload, headers=_JSON, timeout=self._timeout)
+        except urllib3.exceptions.HTTPError as exc:
             duration = self._clock() - started
             info = redact(f"{type(exc).__name__}: {exc}").replace(usersig, "***")
             call = IMCall(api, None, CODE_NETWORK, info, duration)
@@ -212,12 +218,12 @@ class IMRestClient:
                        duration=call.duration)
 
 
-def _parse(api: str, resp: requests.Response, duration: float, usersig: str) -> IMCall:
-    status = resp.status_code
+def _parse(api: str, resp: urllib3.BaseHTTPResponse, duration: float, usersig: str) -> IMCall:
+    status = resp.status
     if status != 200:
         return IMCall(api, status, CODE_HTTP_STATUS, f"HTTP {status}", duration)
     try:
-        body = resp.json()
+        body = json.loads(resp.data)
     except ValueError:
         return IMCall(api, status, CODE_BAD_ANSWER, "answer is not JSON", duration)
     if not isinstance(body, dict) or not isinstance(body.get("ErrorCode"), int):

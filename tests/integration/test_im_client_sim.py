@@ -284,8 +284,7 @@ def test_every_call_acquires_the_limiter_first(imsim):
 def test_requests_carry_fresh_random_and_no_secret_in_repr(imsim, im_client_factory):
     client = im_client_factory(imsim)
     assert SIM_SECRET_KEY not in repr(client) and client.signer.current() not in repr(client)
-    adapter = client.session.get_adapter(imsim.url)
-    assert adapter._pool_maxsize >= 32
+    assert client.http.connection_pool_kw["maxsize"] >= 32
 
 
 # -- callbacks -----------------------------------------------------------------------------------

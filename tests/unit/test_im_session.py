@@ -1,29 +1,36 @@
-"""The IM client's HTTP session reads the environment's proxy settings once, for IM's host."""
+"""The IM client's connection pool reads the environment's proxy and CA settings once, for IM's host."""
 
 from __future__ import annotations
 
-from receiver.im.client import new_session
+import urllib3
+
+from receiver.im.client import new_pool
+
+IM = "https://console.tim.qq.com"
 
 
-def test_a_proxy_for_the_host_is_kept(monkeypatch):
+def test_a_proxy_for_the_host_is_used(monkeypatch):
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
-    session = new_session(base_url="https://console.tim.qq.com")
-    assert session.proxies.get("https") == "http://proxy.internal:3128"
-    assert session.trust_env is False  # not re-read on every call
+    pool = new_pool(IM)
+    assert isinstance(pool, urllib3.ProxyManager) and pool.proxy.host == "proxy.internal"
 
 
 def test_no_proxy_exempts_the_host(monkeypatch):
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     monkeypatch.setenv("NO_PROXY", "tim.qq.com")
-    session = new_session(base_url="https://console.tim.qq.com")
-    assert "https" not in session.proxies
+    assert not isinstance(new_pool(IM), urllib3.ProxyManager)
 
 
 def test_a_ca_bundle_from_the_environment_is_used(monkeypatch):
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/corp.pem")
-    assert new_session(base_url="https://console.tim.qq.com").verify == "/etc/ssl/corp.pem"
+    assert new_pool(IM).connection_pool_kw["ca_certs"] == "/etc/ssl/corp.pem"
     monkeypatch.delenv("REQUESTS_CA_BUNDLE")
-    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
-    assert new_session(base_url="https://console.tim.qq.com").verify is True
+    assert new_pool(IM).connection_pool_kw["ca_certs"] is None
+
+
+def test_the_pool_keeps_a_connection_per_sender():
+    assert new_pool(IM, pool_size=32).connection_pool_kw["maxsize"] == 32
