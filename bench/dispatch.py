@@ -81,7 +81,7 @@ def run(args) -> dict:
                                  SPOOL_DIR=str(wd / "spool"),
                                  **({"DISPATCH_CONCURRENCY": str(args.dispatch_concurrency)}
                                     if getattr(args, "dispatch_concurrency", None) else {}))
-        result["dispatch_concurrency"] = env.get("DISPATCH_CONCURRENCY", "16 (default)")
+        result["dispatch_concurrency"] = env.get("DISPATCH_CONCURRENCY", "32 (default)")
         web = common.gunicorn(procs, "web", "wsgi:app", web_port, env)
         sim = procs.start("imsim", [str(common.BIN / "flask"), "--app", "app", "imsim", "--port", str(sim_port),
                                     "--callback-url", f"{web_url}/im/callback"], env)

@@ -33,7 +33,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="ingest: skip the diagnostic targets (synchronous_commit=off, LOG_LEVEL=WARNING)")
     p.add_argument("--dismissals", type=int, default=10_000, help="dispatch: dismissals in the batch")
     p.add_argument("--dispatch-concurrency", type=int, default=None,
-                   help="dispatch: DISPATCH_CONCURRENCY for the worker (default: the service's, 16)")
+                   help="dispatch: DISPATCH_CONCURRENCY for the worker (default: the service's, 32)")
     p.add_argument("--requests", type=int, default=300, help="query: sequential requests per endpoint")
     p.add_argument("--reseed", action="store_true", help="rebuild the 1,000,000-row template database")
     p.add_argument("--keep", action="store_true", help="keep the work directory and databases (debugging)")

@@ -68,7 +68,7 @@ class Config:
     log_format: str = "text"
     log_level: str = "INFO"
     # Dispatcher tuning (not part of the contract; documented in .env.example).
-    dispatch_concurrency: int = 16
+    dispatch_concurrency: int = 32
     dispatch_lease_seconds: int = 60
     dispatch_max_attempts: int = 8
     im_http_timeout_seconds: float = 5.0
@@ -201,7 +201,7 @@ def load_config(environ: Mapping[str, str] | None = None, *, dotenv_path: str | 
         if env.get("PROMETHEUS_MULTIPROC_DIR", "").strip() else None,
         log_format=log_format,
         log_level=(env.get("LOG_LEVEL", "").strip() or "INFO").upper(),
-        dispatch_concurrency=_int(env, "DISPATCH_CONCURRENCY", 16, minimum=1),
+        dispatch_concurrency=_int(env, "DISPATCH_CONCURRENCY", 32, minimum=1),
         dispatch_lease_seconds=_int(env, "DISPATCH_LEASE_SECONDS", 60, minimum=5),
         dispatch_max_attempts=_int(env, "DISPATCH_MAX_ATTEMPTS", 8, minimum=1),
         im_http_timeout_seconds=float(_int(env, "IM_HTTP_TIMEOUT_SECONDS", 5, minimum=4)),

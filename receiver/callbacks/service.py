@@ -114,8 +114,8 @@ def record_many(session: Session, items: Sequence[Accepted], *, now: datetime | 
             repeats[key] = repeats.get(key, 0) + 1
     existing: dict[str, str] = {}
     for key, n in sorted(repeats.items()):
-        existing[key] = session.execute(
-            update(Callback).where(Callback.dedupe_key == key)
+        existing[key] = conn.execute(
+            update(Callback.__table__).where(Callback.__table__.c.dedupe_key == key)
             .values(duplicates=Callback.duplicates + n, last_duplicate_at=now)
             .returning(Callback.id)
         ).scalar_one()
@@ -128,13 +128,13 @@ def record_many(session: Session, items: Sequence[Accepted], *, now: datetime | 
     externals: list[dict] = []
     members: list[dict] = []
     for sdkappid, group in by_app.items():
-        candidates = load_candidates(session, sdkappid=sdkappid, group_ids=[item.data["group_id"] for _, item in group])
+        candidates = load_candidates(conn, sdkappid=sdkappid, group_ids=[item.data["group_id"] for _, item in group])
         # Same-group events in event order, so matching does not depend on arrival order.
         group.sort(key=lambda pair: (pair[1].data.get("event_time_ms") or 0, pair[0]))
         for i, item in group:
             callback_id = inserted[keys[i]]
             group_id = item.data["group_id"]
-            matched = match_callback(session, candidates.get(group_id, []), callback_id=callback_id,
+            matched = match_callback(conn, candidates.get(group_id, []), callback_id=callback_id,
                                      event_time=event_time_from_ms(item.data.get("event_time_ms")), now=now)
             if matched is None:
                 row = external_dismissal_row(sdkappid=sdkappid, group_id=group_id, callback_id=callback_id, now=now)

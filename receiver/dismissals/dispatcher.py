@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import Connection, and_, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from receiver.batching import LeaderBatcher
@@ -66,7 +66,7 @@ class Claim:
 class Dispatcher:
     """Send claimed dismissals to IM with up to `concurrency` calls in flight."""
 
-    def __init__(self, database: Database, client, *, worker_id: str, concurrency: int = 16,
+    def __init__(self, database: Database, client, *, worker_id: str, concurrency: int = 32,
                  lease_seconds: float = 60.0, max_attempts: int = 8, confirm_timeout: float = 120.0,
                  backoff: Backoff = Backoff(), clock: Callable[[], datetime] = utcnow,
                  on_transition: Callable[[str], None] | None = None) -> None:
@@ -277,13 +277,13 @@ class Dispatcher:
         # this transaction and a batch of callbacks never deadlock.
         order = sorted(range(len(answers)), key=lambda i: answers[i].claim.id)
         recorded: list = [None] * len(answers)
-        with self.database.session_scope() as session:
+        with self.database.engine.begin() as conn:
             for i in order:
-                recorded[i] = self._record(session, answers[i])
-            session.execute(insert(DismissalAttempt.__table__), [row for _, _, row in recorded])
+                recorded[i] = self._record(conn, answers[i])
+            conn.execute(insert(DismissalAttempt.__table__), [row for _, _, row in recorded])
         return recorded
 
-    def _record(self, session: Session, a: _Answer) -> tuple[Event, bool, dict]:
+    def _record(self, session: Session | Connection, a: _Answer) -> tuple[Event, bool, dict]:
         """Move one dismissal by IM's answer (if it is still ours) and build its attempt row."""
         claim, attempts, started, error, code = a.claim, a.attempts, a.started, a.error, a.code
         info = storable(a.info)

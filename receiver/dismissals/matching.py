@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Iterable
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from receiver.dismissals.states import Event, transition
@@ -47,13 +48,14 @@ _CANDIDATES_SQL = {
 }
 
 
-def load_candidates(session: Session, *, sdkappid: int, group_ids: Iterable[str]) -> dict[str, list[Candidate]]:
+def load_candidates(session: Session | Connection, *, sdkappid: int,
+                    group_ids: Iterable[str]) -> dict[str, list[Candidate]]:
     """Per group, our dismissals still lacking callback evidence: the open one first, then newest first."""
     out: dict[str, list[Candidate]] = {}
     ids = list(dict.fromkeys(group_ids))
     if not ids:
         return out
-    conn = session.connection()
+    conn = session.connection() if isinstance(session, Session) else session
     dialect = conn.dialect
     requested_at = Dismissal.__table__.c.requested_at.type.dialect_impl(dialect).result_processor(dialect, None)
     rows = conn.exec_driver_sql(_CANDIDATES_SQL[dialect.name],
@@ -68,7 +70,7 @@ def load_candidates(session: Session, *, sdkappid: int, group_ids: Iterable[str]
 
 
 def match_callback(
-    session: Session,
+    session: Session | Connection,
     candidates: list[Candidate],
     *,
     callback_id: str,

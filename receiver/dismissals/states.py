@@ -7,7 +7,7 @@ import threading
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, update
+from sqlalchemy import Connection, bindparam, func, update
 from sqlalchemy.orm import Session
 
 from receiver.models import Confirmation, Dismissal, Status, utcnow
@@ -89,7 +89,7 @@ def _statement(event: Event, columns: tuple[str, ...], owner: bool, due: bool, k
     return stmt
 
 
-def transition(session: Session, dismissal_id: str, event: Event, *, owner: str | None = None,
+def transition(session: Session | Connection, dismissal_id: str, event: Event, *, owner: str | None = None,
                due_by: datetime | None = None, keep_confirmed_at: bool = False, **values: Any) -> bool:
     """Move one dismissal by `event` if its current status allows it; True when the row moved.
 
