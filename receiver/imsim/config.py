@@ -30,7 +30,7 @@ class SimConfig:
     # connection a few times so a receiver that is still starting does not lose events.
     callback_retries: int = 3
     callback_retry_backoff: tuple[float, ...] = (0.1, 0.3, 1.0)
-    callback_workers: int = 8
+    callback_workers: int = 32  # IM delivers from many servers at once; one connection each
 
     def __post_init__(self) -> None:
         for name in ("duplicate_rate", "drop_rate", "error_rate"):
