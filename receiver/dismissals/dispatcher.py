@@ -25,6 +25,10 @@ from receiver.textsafety import storable
 log = logging.getLogger(__name__)
 
 _CLEAR_LEASE = dict(lease_owner=None, lease_expires_at=None)
+# A claim older than this when its turn comes is checked (still ours?) and its lease renewed
+# before the call. At 200 calls/s the 2 × concurrency claims held leave within about 0.3 s;
+# with a low rate, or several workers sharing one through Redis, they may wait longer.
+RECHECK_AFTER = 1.0
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class _Answer:
     code: int
     info: str
     duration: float
+    lease_until: float = float("inf")  # time.monotonic() when the row's lease runs out
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,7 @@ class Claim:
     id: str
     group_id: str
     attempts: int  # counting the call this claim is for
-    claimed_at: float = 0.0  # time.monotonic() of the claim
+    claimed_at: float = 0.0  # time.monotonic() of the claim (or of its last renewal)
 
 
 class Dispatcher:
@@ -199,14 +204,18 @@ class Dispatcher:
     def _send_one(self, claim: Claim) -> None:
         started = self._clock()
         # In the common case no write before the call: the claim, moments ago (at most
-        # 2 × concurrency calls ahead of the pacer), counted the attempt and leased the row for the
-        # call and for recording its answer. A row sent before (retaken from a dead worker, or a
-        # retry) may have been confirmed by a late callback since it was claimed, and a claim that
-        # waited long (a low rate limit) needs its lease renewed: check and renew those first.
-        waited = time.monotonic() - claim.claimed_at
-        if (claim.attempts > 1 or waited > self.lease.total_seconds() / 2) and not self._renew(claim, started):
-            log.info("claim no longer ours; not sending", extra={"dismissal_id": claim.id})
-            return
+        # 2 × concurrency calls ahead of the pacer, under RECHECK_AFTER), counted the attempt and
+        # leased the row for the call and for recording its answer. A row sent before (retaken
+        # from a dead worker, or a retry) may have been confirmed by a late callback since, and an
+        # older claim needs its lease renewed: check and renew those first. What remains is the
+        # window between claim (or check) and call, under a second as before: a callback landing
+        # in it means IM answers 10010, recorded as a late answer.
+        leased_at = claim.claimed_at
+        if claim.attempts > 1 or time.monotonic() - claim.claimed_at > RECHECK_AFTER:
+            leased_at = time.monotonic()
+            if not self._renew(claim, started):
+                log.info("claim no longer ours; not sending", extra={"dismissal_id": claim.id})
+                return
         attempts = claim.attempts
         error: IMError | None = None
         try:
@@ -220,7 +229,8 @@ class Dispatcher:
             http_status, code, info, duration = None, CODE_NETWORK, error.info, 0.0
         # IM has answered: hold on to the answer until the database takes it (it may be down for
         # a while). Giving up only costs a second call once the lease expires.
-        answer = _Answer(claim, attempts, started, error, http_status, code, info, duration)
+        answer = _Answer(claim, attempts, started, error, http_status, code, info, duration,
+                         lease_until=leased_at + self.lease.total_seconds())
         # Senders that finish together share one transaction; each returns once its answer is in.
         self._answers.submit(answer, self._record_batch)
 
@@ -241,8 +251,9 @@ class Dispatcher:
         Any other failure is retried answer by answer, so one answer the database refuses
         cannot cost the others their record (and a second destroy_group after the lease).
         """
-        # Until the leases renewed before the calls run out; after that the rows may be retaken.
-        deadline = time.monotonic() + self.lease.total_seconds() - 1.0
+        # Until the first of these rows' leases runs out; after that a row may be retaken and sent
+        # again by another worker, and the answer held here would be recorded late (or not at all).
+        deadline = min(a.lease_until for a in answers) - 1.0
         while True:
             try:
                 recorded = self._write(answers)

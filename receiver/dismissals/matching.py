@@ -34,14 +34,15 @@ class Candidate:
 # Hot on the callback path (once per group-commit batch): a fixed text on the driver, with the
 # group ids as one parameter, costs a fraction of building and compiling the Core select.
 #
-# On PostgreSQL the candidates are locked (FOR UPDATE) in ascending id order, the order every
+# On PostgreSQL the candidates are locked (FOR NO KEY UPDATE: it does not block the foreign-key
+# checks of attempt rows inserted by the dispatcher) in ascending id order, the order every
 # writer of several dismissals in one transaction follows (the dispatcher's answers, the
 # reconciler), so two batches can wait for each other but never deadlock. SQLite serialises
 # writers with BEGIN IMMEDIATE.
 _CANDIDATES_SQL = {
     "postgresql": "SELECT group_id, id, status, requested_at FROM dismissals"
                   " WHERE sdkappid = %s AND group_id = ANY(%s) AND source = 'api' AND callback_id IS NULL"
-                  " ORDER BY id FOR UPDATE",
+                  " ORDER BY id FOR NO KEY UPDATE",
     "sqlite": "SELECT group_id, id, status, requested_at FROM dismissals"
               " WHERE sdkappid = ? AND group_id IN (SELECT value FROM json_each(?)) AND source = 'api'"
               " AND callback_id IS NULL ORDER BY id",

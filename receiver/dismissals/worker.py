@@ -51,7 +51,8 @@ def build_client(config: Config, metrics: Metrics | None = None) -> IMRestClient
     limiter = build_limiter(config)
     if metrics is not None:
         limiter = TimedLimiter(limiter, metrics)
-    return IMRestClient(config, limiter=limiter, on_call=on_call)
+    # A connection for each dispatch thread, plus the reconciler's probes.
+    return IMRestClient(config, limiter=limiter, on_call=on_call, pool_size=config.dispatch_concurrency + 4)
 
 
 class TimedLimiter:

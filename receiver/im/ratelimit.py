@@ -23,27 +23,35 @@ from limits.strategies import MovingWindowRateLimiter
 
 DEFAULT_SPARE = 1  # calls per second left unused under the ceiling
 DEFAULT_ACTIVE = 0.9  # calls leave in the first 900 ms of each second; the rest absorbs transit time
-# A slot further ahead than this means the clock stepped back: start again from now.
-_MAX_AHEAD = 2.0
+# A clock seen this far behind the last reading stepped back (NTP): the slots booked by the old
+# clock are dropped rather than waited for.
+_STEP_BACK = 1.0
 
 _PACE_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local interval = tonumber(ARGV[1])
 local active = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local saved = redis.call('GET', KEYS[1]) or '0 0'
+local tat, last = string.match(saved, '^(%%S+) (%%S+)$')
+tat, last = tonumber(tat) or 0, tonumber(last) or 0
 local slot = now
-if tat > now and tat < now + %(max_ahead)s then slot = tat end
+if tat > now and now >= last - %(step_back)s then slot = tat end
 if slot - math.floor(slot) >= active - interval / 2 then slot = math.floor(slot) + 1 end
 local nxt = slot + interval
-redis.call('SET', KEYS[1], string.format('%%.6f', nxt), 'PX', math.ceil((nxt - now) * 1000) + 1000)
+redis.call('SET', KEYS[1], string.format('%%.6f %%.6f', nxt, math.max(now, last)),
+           'PX', math.ceil((nxt - now) * 1000) + 1000)
 return string.format('%%.6f', slot - now)
-""" % {"max_ahead": _MAX_AHEAD}
+""" % {"step_back": _STEP_BACK}
 
 
-def next_slot(now: float, booked: float | None, interval: float, active: float) -> float:
-    """The slot for a call asked for at `now`, when the next free one is `booked` (the Lua twin above)."""
-    slot = booked if booked is not None and now < booked < now + _MAX_AHEAD else now
+def next_slot(now: float, booked: float | None, last_now: float, interval: float, active: float) -> float:
+    """The slot for a call asked for at `now`, when the next free one is `booked` (the Lua twin above).
+
+    However far ahead the booked slots run (many callers waiting, a low rate), they are honoured;
+    only a clock seen stepping back (`now` well behind `last_now`) starts again from now.
+    """
+    slot = booked if booked is not None and booked > now and now >= last_now - _STEP_BACK else now
     # Half an interval of tolerance: the last slot of a second is at `active - interval`, and
     # summed intervals drift by rounding.
     if slot - math.floor(slot) >= active - interval / 2:
@@ -74,12 +82,14 @@ class MemoryPacer:
         self.active = active
         self._clock = clock
         self._next: dict[str, float] = {}
+        self._last_now = float("-inf")
         self._lock = threading.Lock()
 
     def reserve(self, api: str) -> float:
         with self._lock:
             now = self._clock()
-            slot = next_slot(now, self._next.get(api), self.interval, self.active)
+            slot = next_slot(now, self._next.get(api), self._last_now, self.interval, self.active)
+            self._last_now = max(self._last_now, now)
             self._next[api] = slot + self.interval
             return slot - now
 

@@ -12,6 +12,7 @@ import signal
 import threading
 
 from flask import Flask
+from waitress import wasyncore
 from waitress.server import BaseWSGIServer, create_server
 
 from receiver.imsim.app import create_sim_app
@@ -36,10 +37,13 @@ def _make(host: str, port: int, sim_config: SimConfig) -> tuple[BaseWSGIServer, 
 def _shutdown(server: BaseWSGIServer) -> None:
     """Close the listening socket and every open connection, and leave the loop (run in its thread).
 
-    The trigger that runs this is only taken off the loop here; its pipe is closed afterwards.
+    The trigger that runs this is only taken off the loop here; its pipe is closed once the
+    request threads are done (they pull it when they finish a response).
     """
     for channel in list(server._map.values()):
-        if channel is not server.trigger:
+        if channel is server:
+            wasyncore.dispatcher.close(server)  # the listening socket only, not the trigger
+        elif channel is not server.trigger:
             channel.close()
     server.trigger.del_channel()
 
@@ -67,8 +71,8 @@ class RunningSim:
     def stop(self) -> None:
         self.server.trigger.pull_trigger(lambda: _shutdown(self.server))
         self._thread.join(timeout=5)
-        self.server.trigger.close()
         self.server.task_dispatcher.shutdown(timeout=2)
+        self.server.trigger.close()
         self.sim.sender.close()
 
     def __enter__(self) -> "RunningSim":
@@ -92,7 +96,7 @@ def serve(host: str, port: int, sim_config: SimConfig) -> None:
     sim: Sim = app.extensions["imsim"]
 
     def _stop(*_args) -> None:
-        server.trigger.pull_trigger(lambda: _shutdown(server))
+        raise SystemExit(0)  # leaves server.run() in the main thread (it stops the request threads)
 
     signal.signal(signal.SIGTERM, _stop)
     try:
@@ -100,6 +104,5 @@ def serve(host: str, port: int, sim_config: SimConfig) -> None:
     except KeyboardInterrupt:
         pass
     finally:
-        server.trigger.close()
         server.task_dispatcher.shutdown(timeout=2)
         sim.sender.close()

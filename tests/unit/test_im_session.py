@@ -34,3 +34,27 @@ def test_a_ca_bundle_from_the_environment_is_used(monkeypatch):
 
 def test_the_pool_keeps_a_connection_per_sender():
     assert new_pool(IM, pool_size=32).connection_pool_kw["maxsize"] == 32
+
+
+def test_proxy_credentials_go_in_a_header_not_the_url(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://us%40er:p%3Ass@proxy.internal:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    pool = new_pool(IM)
+    assert isinstance(pool, urllib3.ProxyManager) and pool.proxy.host == "proxy.internal"
+    assert pool.proxy.auth is None
+    assert pool.proxy_headers["proxy-authorization"] == urllib3.make_headers(
+        proxy_basic_auth="us@er:p:ss")["proxy-authorization"]
+
+
+def test_all_proxy_applies_when_no_scheme_proxy_is_set(monkeypatch):
+    for name in ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ALL_PROXY", "http://proxy.internal:3128")
+    assert isinstance(new_pool(IM), urllib3.ProxyManager)
+
+
+def test_a_ca_directory_is_used_as_one(monkeypatch, tmp_path):
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path))
+    kw = new_pool(IM).connection_pool_kw
+    assert kw["ca_cert_dir"] == str(tmp_path) and "ca_certs" not in kw

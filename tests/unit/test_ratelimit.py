@@ -106,6 +106,14 @@ def test_a_request_in_the_quiet_part_waits_for_the_next_second():
     assert fake.now == pytest.approx(1001.0)
 
 
+def test_many_waiting_callers_are_spread_however_far_ahead_they_book():
+    """A low rate with many callers books slots seconds ahead: they must all be honoured."""
+    pacer = MemoryPacer(9, clock=lambda: 1000.0)
+    slots = [1000.0 + pacer.reserve("x") for _ in range(64)]
+    per_second = Counter(int(t) for t in slots)
+    assert max(per_second.values()) == 9 and len(set(slots)) == 64
+
+
 def test_a_clock_stepped_back_does_not_stall_the_pacer():
     fake = FakeTime()
     limiter = paced(10, fake)
