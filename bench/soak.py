@@ -241,10 +241,12 @@ class Load:
 
     def query(self, session: requests.Session, n: int) -> None:
         with self.lock:
-            group = random.choice(self.batch_groups) if self.batch_groups else "none"
-        url = random.choice([f"{self.web}/v1/dismissals?limit=20", f"{self.web}/v1/stats",
-                             f"{self.web}/v1/groups/{quote(group, safe='')}", f"{self.web}/v1/callbacks?limit=20",
-                             f"{self.web}/v1/dismissals?status=confirmed&limit=50"])
+            group = random.choice(self.batch_groups) if self.batch_groups else None
+        urls = [f"{self.web}/v1/dismissals?limit=20", f"{self.web}/v1/stats", f"{self.web}/v1/callbacks?limit=20",
+                f"{self.web}/v1/dismissals?status=confirmed&limit=50"]
+        if group is not None:  # before the first batch there is no group of ours to ask for (a 404)
+            urls.append(f"{self.web}/v1/groups/{quote(group, safe='')}")
+        url = random.choice(urls)
         try:
             self.record("query", session.get(url, headers=self.auth, timeout=10))
         except requests.RequestException as exc:
