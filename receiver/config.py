@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -72,6 +74,10 @@ class Config:
     dispatch_lease_seconds: int = 60
     dispatch_max_attempts: int = 8
     im_http_timeout_seconds: float = 5.0
+    # How to reach IM_API_BASE, from the usual environment variables (HTTPS_PROXY/HTTP_PROXY/
+    # ALL_PROXY less NO_PROXY; REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE/SSL_CERT_FILE), resolved once.
+    im_proxy_url: Secret | None = None  # may carry credentials
+    im_ca_bundle: str | None = None  # a file or a directory of certificates
     # Ports of `make run` (gunicorn honours PORT through gunicorn.conf.py too).
     port: int = 8000
     imsim_port: int = 8001
@@ -162,6 +168,22 @@ def _networks(env: Mapping[str, str], name: str):
     return tuple(nets)
 
 
+def _proxy_for(env: Mapping[str, str], url: str) -> Secret | None:
+    """The proxy the environment names for `url` (as curl and requests read it), or None."""
+    proxies: dict[str, str] = {}
+    for name, value in env.items():
+        low = name.lower()
+        if low.endswith("_proxy") and value.strip():
+            key = low[:-len("_proxy")]
+            if name == low or key not in proxies:  # lower case wins over upper case, as in urllib
+                proxies[key] = value.strip()
+    target = urllib.parse.urlsplit(url)
+    proxy = proxies.get(target.scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass_environment(target.hostname or "", proxies):
+        return None
+    return Secret(proxy)
+
+
 def load_config(environ: Mapping[str, str] | None = None, *, dotenv_path: str | None = ".env") -> Config:
     """Build a Config from the environment (and a `.env` file, which the environment overrides)."""
     env: dict[str, str] = {}
@@ -205,6 +227,9 @@ def load_config(environ: Mapping[str, str] | None = None, *, dotenv_path: str | 
         dispatch_lease_seconds=_int(env, "DISPATCH_LEASE_SECONDS", 60, minimum=5),
         dispatch_max_attempts=_int(env, "DISPATCH_MAX_ATTEMPTS", 8, minimum=1),
         im_http_timeout_seconds=float(_int(env, "IM_HTTP_TIMEOUT_SECONDS", 5, minimum=4)),
+        im_proxy_url=_proxy_for(env, api_base),
+        im_ca_bundle=(env.get("REQUESTS_CA_BUNDLE") or env.get("CURL_CA_BUNDLE") or env.get("SSL_CERT_FILE")
+                      or "").strip() or None,
         port=_int(env, "PORT", 8000, minimum=1),
         imsim_port=_int(env, "IMSIM_PORT", 8001, minimum=1),
     )

@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from sqlalchemy import Connection, and_, insert, or_, select, update
-from sqlalchemy.orm import Session
 
 from receiver.batching import LeaderBatcher
 from receiver.callbacks.outage import DATABASE_DOWN
@@ -294,7 +293,7 @@ class Dispatcher:
             conn.execute(insert(DismissalAttempt.__table__), [row for _, _, row in recorded])
         return recorded
 
-    def _record(self, session: Session | Connection, a: _Answer) -> tuple[Event, bool, dict]:
+    def _record(self, conn: Connection, a: _Answer) -> tuple[Event, bool, dict]:
         """Move one dismissal by IM's answer (if it is still ours) and build its attempt row."""
         claim, attempts, started, error, code = a.claim, a.attempts, a.started, a.error, a.code
         info = storable(a.info)
@@ -302,20 +301,20 @@ class Dispatcher:
         mine = self.worker_id
         if error is None:
             event, outcome = Event.SENT, "sent"
-            moved = transition(session, claim.id, Event.SENT, owner=mine, sent_at=started, last_error_code=None,
+            moved = transition(conn, claim.id, Event.SENT, owner=mine, sent_at=started, last_error_code=None,
                                last_error_info=None, next_attempt_at=now + self.confirm_timeout, **_CLEAR_LEASE)
         elif error.kind is ErrorKind.GONE:
             event, outcome = Event.ALREADY_GONE, "already_gone"
-            moved = transition(session, claim.id, Event.ALREADY_GONE, owner=mine, sent_at=started, confirmed_at=now,
+            moved = transition(conn, claim.id, Event.ALREADY_GONE, owner=mine, sent_at=started, confirmed_at=now,
                                last_error_code=code, last_error_info=info, next_attempt_at=None, **_CLEAR_LEASE)
         elif error.kind in (ErrorKind.RETRYABLE, ErrorKind.RESIGN) and attempts < self.max_attempts:
             event, outcome = Event.RETRY, "retry"
             delay = self.backoff.delay(attempts, error.retry_after)
-            moved = transition(session, claim.id, Event.RETRY, owner=mine, sent_at=started, last_error_code=code,
+            moved = transition(conn, claim.id, Event.RETRY, owner=mine, sent_at=started, last_error_code=code,
                                last_error_info=info, next_attempt_at=now + timedelta(seconds=delay), **_CLEAR_LEASE)
         else:
             event, outcome = Event.FAIL, "failed"
-            moved = transition(session, claim.id, Event.FAIL, owner=mine, sent_at=started, last_error_code=code,
+            moved = transition(conn, claim.id, Event.FAIL, owner=mine, sent_at=started, last_error_code=code,
                                last_error_info=info, next_attempt_at=None, **_CLEAR_LEASE)
         row = dict(dismissal_id=claim.id, api="destroy_group", started_at=started,
                    duration_ms=int(a.duration * 1000), http_status=a.http_status, error_code=code,

@@ -56,8 +56,6 @@ _TARGET: dict[Event, tuple[Status, Confirmation | None]] = {
 }
 
 
-_UNSET = object()
-
 # One Core UPDATE per shape (event, columns set, guards), built once with bound parameters and
 # reused: building and caching a fresh statement per call was a third of a callback's CPU.
 _statements: dict[tuple, Any] = {}

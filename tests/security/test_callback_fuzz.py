@@ -17,6 +17,7 @@ from receiver.config import Secret
 from receiver.models import Callback, CallbackState, Dismissal
 from receiver.schemas.tencent import GROUP_DESTROYED, GroupDestroyedSchema
 from tests.conftest import TEST_SDKAPPID
+from tests.helpers import callback_query
 
 TOKEN = "fuzz-callback-token"
 FUZZ = settings(max_examples=150, deadline=None, database=None, derandomize=True,
@@ -214,9 +215,7 @@ def test_hostile_bodies_behind_a_valid_query_are_quarantined_never_accepted(sign
 @pytest.mark.parametrize("event_time", [2**53 - 1, 253402300800000, "999999999999999"])
 def test_event_time_beyond_year_9999_is_quarantined_not_a_500(signed_client, db, event_time):
     # Found by the fuzzer: the schema took any integer below 2**53 ms, and datetime stops at 9999.
-    now = str(int(time.time()))
-    query = urlencode({"SdkAppid": TEST_SDKAPPID, "CallbackCommand": GROUP_DESTROYED, "RequestTime": now,
-                       "Sign": compute_sign(TOKEN, now)})
+    query = callback_query(TEST_SDKAPPID, token=TOKEN)
     body = {"CallbackCommand": GROUP_DESTROYED, "GroupId": "g-far-future", "Type": "Public", "EventTime": event_time}
     before = counts(db)
     resp = signed_client.post(f"/im/callback?{query}", json=body)
@@ -232,9 +231,7 @@ NASTY_STRINGS = ["g\x00g", "\ud800", "a\udfffb"]
 @pytest.mark.parametrize("value", NASTY_STRINGS, ids=["nul", "lone-high-surrogate", "lone-low-surrogate"])
 def test_nul_and_lone_surrogates_in_body_strings_are_handled(signed_client, db, field, value):
     # JSON allows \u0000 and unpaired \ud800 escapes; PostgreSQL text and UTF-8 encoders do not.
-    now = str(int(time.time()))
-    query = urlencode({"SdkAppid": TEST_SDKAPPID, "CallbackCommand": GROUP_DESTROYED, "RequestTime": now,
-                       "Sign": compute_sign(TOKEN, now)})
+    query = callback_query(TEST_SDKAPPID, token=TOKEN)
     body = {"CallbackCommand": GROUP_DESTROYED, "GroupId": "g-nasty", "Type": "Public", "Name": "n",
             "Owner_Account": "o", "EventTime": 1700000000000, "MemberList": [{"Member_Account": "m"}]}
     if field == "Member_Account":
@@ -266,9 +263,7 @@ def test_an_unexpected_error_still_answers_tencents_envelope(signed_client, db, 
 
     monkeypatch.setattr(views, "handle_body", boom)
     monkeypatch.setattr(views, "quarantine", boom)  # even keeping it aside fails
-    now = str(int(time.time()))
-    query = urlencode({"SdkAppid": TEST_SDKAPPID, "CallbackCommand": GROUP_DESTROYED, "RequestTime": now,
-                       "Sign": compute_sign(TOKEN, now)})
+    query = callback_query(TEST_SDKAPPID, token=TOKEN)
     body = {"CallbackCommand": GROUP_DESTROYED, "GroupId": "g-boom", "Type": "Public", "EventTime": 1700000000000}
     resp = signed_client.post(f"/im/callback?{query}", json=body)
     assert resp.status_code == 500
@@ -284,9 +279,7 @@ def test_a_valid_callback_that_cannot_be_recorded_is_quarantined_not_lost(signed
         raise RuntimeError("simulated bug in recording")
 
     monkeypatch.setattr(views, "handle_body", boom)
-    now = str(int(time.time()))
-    query = urlencode({"SdkAppid": TEST_SDKAPPID, "CallbackCommand": GROUP_DESTROYED, "RequestTime": now,
-                       "Sign": compute_sign(TOKEN, now)})
+    query = callback_query(TEST_SDKAPPID, token=TOKEN)
     body = {"CallbackCommand": GROUP_DESTROYED, "GroupId": "g-kept", "Type": "Public", "EventTime": 1700000000000}
     resp = signed_client.post(f"/im/callback?{query}", json=body)
     assert resp.status_code == 400
