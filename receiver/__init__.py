@@ -11,7 +11,6 @@ from receiver.config import Config, load_config
 def create_app(config: Config | None = None, *, database=None, metrics=None) -> Flask:
     """Build the web application (the only place that creates a Flask app)."""
     from receiver import db, migrate
-    from receiver.callbacks.views import bp as callbacks_bp
     from receiver.health import bp as health_bp
     from receiver.logs import configure_logging
     from receiver.metrics import Metrics
@@ -34,7 +33,6 @@ def create_app(config: Config | None = None, *, database=None, metrics=None) -> 
 
     monitoring.init_app(app)
     app.register_blueprint(health_bp)
-    app.register_blueprint(callbacks_bp)
     app.register_blueprint(dashboard_bp)
 
     from receiver.api import init_api
@@ -48,7 +46,17 @@ def create_app(config: Config | None = None, *, database=None, metrics=None) -> 
     from receiver.cli import register_cli
 
     register_cli(app)
+    _mount_callbacks(app, config, database)
     return app
+
+
+def _mount_callbacks(app: Flask, config: Config, database) -> None:
+    from receiver.callbacks.endpoint import CallbackEndpoint, mount
+
+    ext = app.extensions
+    mount(app, CallbackEndpoint(config=config, database=database, metrics=ext["receiver.metrics"],
+                                committer=ext["receiver.group_commit"], outage=ext["receiver.outage"],
+                                spool=ext["receiver.spool"], drainer=ext["receiver.drainer"]))
 
 
 def _init_spool(app: Flask, config: Config, database) -> None:

@@ -1,4 +1,8 @@
-"""Request ids, one access-log line per request (handlers add their outcome to it), and `GET /metrics`."""
+"""Request ids, one access-log line per request, and `GET /metrics`.
+
+Flask requests get theirs from the hooks below; `/im/callback`, served outside Flask, calls
+`finished` itself and adds its outcome and ids to the line.
+"""
 
 from __future__ import annotations
 
@@ -27,33 +31,33 @@ def _begin_request() -> None:
     g.request_id_token = request_id_var.set(g.request_id)
 
 
-def annotate(**fields) -> None:
-    """Add fields to this request's access line (a handler's outcome, the ids it touched)."""
-    g.setdefault("log_fields", {}).update(fields)
-
-
 def _finish_request(response: Response) -> Response:
     request_id = g.get("request_id")
     if request_id is None:  # a response made before our first hook ran
         return response
     response.headers[REQUEST_ID_HEADER] = request_id
     endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
-    metrics = current_app.extensions.get("receiver.metrics")
+    finished(current_app.extensions.get("receiver.metrics"), endpoint, request.method, request.path,
+             response.status_code, g.request_started, request.remote_addr, None)
+    return response
+
+
+def finished(metrics, endpoint: str, method: str, path: str, status: int, started: float,
+             remote_addr: str | None, fields: dict | None) -> None:
+    """Count a served request and write its access line (the one line a request gets)."""
     if metrics is not None:
-        metrics.http_requests.labels(endpoint=endpoint, status=str(response.status_code)).inc()
+        metrics.http_requests.labels(endpoint=endpoint, status=str(status)).inc()
     # The path only: query strings may carry a Sign or a dashboard token.
-    level = logging.DEBUG if request.path in _QUIET_PATHS else logging.INFO
+    level = logging.DEBUG if path in _QUIET_PATHS else logging.INFO
     if log.isEnabledFor(level):
-        fields = g.get("log_fields") or {}
+        fields = fields or {}
         outcome = fields.get("outcome")
         log.log(
-            level, "%s %s %s" + (" %s" if outcome else ""), request.method, request.path, response.status_code,
-            *((outcome,) if outcome else ()),
-            extra={"method": request.method, "path": request.path, "status": response.status_code,
-                   "duration_ms": round((time.perf_counter() - g.request_started) * 1000, 2),
-                   "remote_addr": request.remote_addr, **fields},
+            level, "%s %s %s" + (" %s" if outcome else ""), method, path, status, *((outcome,) if outcome else ()),
+            extra={"method": method, "path": path, "status": status,
+                   "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                   "remote_addr": remote_addr, **fields},
         )
-    return response
 
 
 def _end_request(_exc) -> None:

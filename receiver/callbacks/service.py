@@ -201,26 +201,29 @@ class Handled:
     quarantine_id: str | None = None
 
 
-def handle_body(session: Session, *, raw_body: bytes, meta: RequestMeta, now: datetime | None = None,
+def handle_body(session: Session | Callable[[], Session], *, raw_body: bytes, meta: RequestMeta, now: datetime | None = None,
                 recorder: Callable[[Accepted], RecordResult] | None = None) -> Handled:
     """Validate a callback body and store it once, or quarantine it with the reason; commit.
 
     The endpoint, the spool drain and replay all come through here, so they cannot disagree.
     `recorder` stores a valid callback (the endpoint passes its group committer); by default
-    it is recorded alone on `session`.
+    it is recorded alone on `session`. `session` may be a callable that opens the session when
+    one is first needed (the endpoint's valid callbacks need none).
     """
     from receiver.callbacks.parsing import Refused, group_id_of, validate_body
+
+    session_now: Callable[[], Session] = session if callable(session) else lambda: session
 
     now = now or utcnow()
     result = validate_body(raw_body, meta.command)
     if isinstance(result, Refused):
         if result.ignored:
             return Handled("ignored", result.reason)
-        qid = quarantine(session, reason=result.reason, raw_body=raw_body, meta=meta,
+        qid = quarantine(session_now(), reason=result.reason, raw_body=raw_body, meta=meta,
                          group_id=group_id_of(raw_body), now=now)
         return Handled("quarantined", result.reason, quarantine_id=qid)
     if meta.command is None:
         meta = RequestMeta(**{**meta.__dict__, "command": result.command})
     item = Accepted(result.data, result.body, raw_body, meta, now)
-    record = recorder(item) if recorder is not None else record_many(session, [item], now=now)[0]
+    record = recorder(item) if recorder is not None else record_many(session_now(), [item], now=now)[0]
     return Handled(record.outcome, record=record)

@@ -222,3 +222,28 @@ def test_a_finished_request_does_not_claim_a_dismissal_from_much_later(live, db)
         rows = {d.source: d for d in s.scalars(select(Dismissal))}
         assert rows[Source.API].callback_id is None and rows[Source.API].confirmation == Confirmation.PROBE
         assert rows[Source.EXTERNAL].callback_id is not None
+
+
+def test_other_methods_get_the_envelope_and_405(live, db):
+    # The callback URL is served outside Flask; it still answers every method in IM's envelope.
+    for method in ("GET", "PUT", "DELETE"):
+        resp = live.http.request(method, f"{live.url}/im/callback?{callback_query(TEST_SDKAPPID)}")
+        assert_envelope(resp, 405, False)
+        assert resp.headers["Allow"] == "POST" and resp.headers["X-Request-ID"]
+    assert count(db, Callback) == 0
+
+
+def test_a_chunked_body_is_read_whole(live, db):
+    # No Content-Length: the body arrives in chunks and must still be read to its end.
+    raw = encode(destroyed_body("@TGS#CHUNKED"))
+    pieces = iter([raw[:10], raw[10:40], raw[40:]])
+    resp = live.http.post(f"{live.url}/im/callback?{callback_query(TEST_SDKAPPID)}", data=pieces,
+                          headers={"Content-Type": "application/json"})
+    assert_envelope(resp, 200, True)
+    with db.session_scope() as s:
+        assert s.scalars(select(Callback.group_id)).one() == "@TGS#CHUNKED"
+
+
+def test_the_rest_of_the_service_is_still_flask(live):
+    assert live.http.get(f"{live.url}/healthz").status_code == 200
+    assert live.http.post(f"{live.url}/im/callback/", data=b"{}").status_code == 404  # exact path only

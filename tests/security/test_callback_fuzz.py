@@ -256,13 +256,13 @@ def test_nul_in_query_parameters_is_handled(signed_client, db, param):
 
 def test_an_unexpected_error_still_answers_tencents_envelope(signed_client, db, monkeypatch):
     # IM reads only the envelope; a 5xx in /v1's shape (or HTML) is noise in its callback logs.
-    import receiver.callbacks.views as views
+    import receiver.callbacks.endpoint as endpoint
 
     def boom(*args, **kwargs):
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr(views, "handle_body", boom)
-    monkeypatch.setattr(views, "quarantine", boom)  # even keeping it aside fails
+    monkeypatch.setattr(endpoint, "handle_body", boom)
+    monkeypatch.setattr(endpoint, "quarantine", boom)  # even keeping it aside fails
     query = callback_query(TEST_SDKAPPID, token=TOKEN)
     body = {"CallbackCommand": GROUP_DESTROYED, "GroupId": "g-boom", "Type": "Public", "EventTime": 1700000000000}
     resp = signed_client.post(f"/im/callback?{query}", json=body)
@@ -273,12 +273,12 @@ def test_an_unexpected_error_still_answers_tencents_envelope(signed_client, db, 
 
 
 def test_a_valid_callback_that_cannot_be_recorded_is_quarantined_not_lost(signed_client, db, monkeypatch):
-    import receiver.callbacks.views as views
+    import receiver.callbacks.endpoint as endpoint
 
     def boom(*args, **kwargs):
         raise RuntimeError("simulated bug in recording")
 
-    monkeypatch.setattr(views, "handle_body", boom)
+    monkeypatch.setattr(endpoint, "handle_body", boom)
     query = callback_query(TEST_SDKAPPID, token=TOKEN)
     body = {"CallbackCommand": GROUP_DESTROYED, "GroupId": "g-kept", "Type": "Public", "EventTime": 1700000000000}
     resp = signed_client.post(f"/im/callback?{query}", json=body)
