@@ -10,7 +10,7 @@ GROUP_DESTROYED = "Group.CallbackAfterGroupDestroyed"
 
 # Accounts and group IDs are printable ASCII in IM; we still accept any text, bounded in length.
 _group_id = validate.Length(min=1, max=128)  # the dismissals/group_members columns
-_account = validate.Length(min=1, max=128)
+_ACCOUNT_MAX = 128  # the group_members column
 
 
 # The last millisecond of 9999-12-31: later times cannot become a datetime (nor are they real).
@@ -37,11 +37,44 @@ class EventTimeField(fields.Field):
         return value
 
 
-class MemberSchema(Schema):
-    class Meta:
-        unknown = EXCLUDE
+class MemberListField(fields.Field):
+    """`MemberList`: `[{"Member_Account": str, ...}]` → `[{"account": str}]`, other keys ignored.
 
-    account = fields.String(data_key="Member_Account", required=True, validate=_account)
+    One field rather than a List of Nested schemas: every callback carries the whole member list,
+    and a nested schema per member was most of the cost of validating a callback. The errors are
+    the ones the nested schema gave, keyed by index.
+    """
+
+    default_error_messages = {
+        "invalid": "Not a valid list.",
+        "invalid_member": "Invalid input type.",
+        "required": "Missing data for required field.",
+        "null_account": "Field may not be null.",
+        "invalid_account": "Not a valid string.",
+        "account_length": f"Length must be between 1 and {_ACCOUNT_MAX}.",
+    }
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, list):
+            raise self.make_error("invalid")
+        errors: dict[int, dict[str, list[str]]] = {}
+        members = []
+        for index, member in enumerate(value):
+            if not isinstance(member, dict):
+                errors[index] = {"_schema": [self.error_messages["invalid_member"]]}
+                continue
+            account = member.get("Member_Account")
+            problem = ("required" if "Member_Account" not in member
+                       else "null_account" if account is None
+                       else "invalid_account" if not isinstance(account, str)
+                       else "account_length" if not 1 <= len(account) <= _ACCOUNT_MAX else None)
+            if problem:
+                errors[index] = {"Member_Account": [self.error_messages[problem]]}
+            else:
+                members.append({"account": account})
+        if errors:
+            raise ValidationError(errors)
+        return members
 
 
 class GroupDestroyedSchema(Schema):
@@ -56,7 +89,7 @@ class GroupDestroyedSchema(Schema):
     owner_account = fields.String(data_key="Owner_Account", allow_none=True, validate=validate.Length(max=128))
     name = fields.String(data_key="Name", allow_none=True)
     # Absent for Community groups.
-    members = fields.List(fields.Nested(MemberSchema), data_key="MemberList", allow_none=True)
+    members = MemberListField(data_key="MemberList", allow_none=True)
     event_time_ms = EventTimeField(data_key="EventTime", allow_none=True)
 
 
