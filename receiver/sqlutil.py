@@ -117,18 +117,23 @@ def bulk_insert(connection: Connection, table: Table, rows: Sequence[Mapping[str
         return []
     columns = tuple(rows[0])
     plan = _plan(connection.dialect, table, columns, skip_conflicts, tuple(returning))
+    # exec_driver_sql: no compiling, but the driver's errors still arrive as SQLAlchemy's (so an
+    # outage is recognised) and a dead connection is invalidated in the pool.
+    if not plan.row:  # PostgreSQL: the rows as one JSON document, keyed by column
+        processed = [(c, p) for c, p in zip(columns, plan.processors) if p is not None]
+        if processed:
+            rows = [dict(row) for row in rows]  # the caller's dicts stay as they were
+            for row in rows:
+                for column, process in processed:
+                    row[column] = process(row[column])
+        document = json.dumps(rows, default=_json_value, ensure_ascii=False, separators=(",", ":"))
+        result = connection.exec_driver_sql(plan.sql(), (document,))
+        return [tuple(r) for r in result] if returning else []
     values = [[row[c] for c in columns] for row in rows]
     for i, process in enumerate(plan.processors):
         if process is not None:
             for v in values:
                 v[i] = process(v[i])
-    # exec_driver_sql: no compiling, but the driver's errors still arrive as SQLAlchemy's (so an
-    # outage is recognised) and a dead connection is invalidated in the pool.
-    if not plan.row:  # PostgreSQL: the rows as one JSON document
-        document = json.dumps([dict(zip(columns, v)) for v in values], default=_json_value,
-                              ensure_ascii=False, separators=(",", ":"))
-        result = connection.exec_driver_sql(plan.sql(), (document,))
-        return [tuple(r) for r in result] if returning else []
     if not returning:
         connection.exec_driver_sql(plan.sql(), [tuple(v) for v in values])
         return []

@@ -84,8 +84,7 @@ def _callback_row(item: Accepted, callback_id: str, key: str) -> dict[str, Any]:
         request_time=meta.request_time, query_string=storable(meta.query_string),
         content_type=storable(meta.content_type and meta.content_type[:200]),
         remote_addr=meta.remote_addr, raw_body=item.raw_body, received_at=item.received_at, duplicates=0,
-        quarantine_reason=None, last_duplicate_at=None, replayed_at=None, replay_outcome=None,
-    )
+    )  # quarantine_reason, last_duplicate_at and the replay columns start NULL
 
 
 def record_many(session: Session, items: Sequence[Accepted], *, now: datetime | None = None) -> list[RecordResult]:

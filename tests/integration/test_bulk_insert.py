@@ -27,10 +27,12 @@ def test_values_round_trip_exactly(db):
     raw = bytes(range(256)) + b'\\x00"\\\\ \xe4\xbd\xa0'  # every byte value, quotes and backslashes
     row = callback_row("k1", raw_body=raw, name='quote " backslash \\ tab \t 你好 \U0001f600',
                        event_time=WHEN.astimezone(timezone(timedelta(hours=8))), sdkappid=2**40 + 7)
+    given = dict(row)
     with db.session_scope() as session:
         got = bulk_insert(session.connection(), Callback.__table__, [row], skip_conflicts="dedupe_key",
                           returning=("dedupe_key", "id"))
         assert got == [("k1", row["id"])]
+    assert row == given  # the caller's row is not converted in place
     with db.session_scope() as session:
         stored = session.get(Callback, row["id"])
         assert stored.raw_body == raw
