@@ -96,6 +96,16 @@ class Database:
         self.url = url
         self.engine = engine or make_engine(url)
         self.session_factory = session_factory or make_session_factory(self.engine)
+        # The callback group committer's sessions, from a pool of their own that does not ping
+        # before each use: a ping is a round trip per batch on the busiest path. A connection
+        # the server has closed meanwhile fails its batch, which the committer runs again once
+        # on a new connection (GroupCommitter). SQLite has no server to lose.
+        self._batch_engine: Engine | None = None
+        if session_factory is not None or is_sqlite(self.engine):
+            self.batch_session_factory = self.session_factory
+        else:
+            self._batch_engine = make_engine(url, pool_pre_ping=False, pool_size=2, max_overflow=4)
+            self.batch_session_factory = make_session_factory(self._batch_engine)
 
     @contextlib.contextmanager
     def session_scope(self) -> Iterator[Session]:
@@ -112,6 +122,8 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._batch_engine is not None:
+            self._batch_engine.dispose()
 
 
 def init_app(app: Flask, database: Database) -> None:

@@ -232,7 +232,7 @@ class CallbackEndpoint:
                                     "dismissal_id": record.dismissal_id, "matched_request": record.matched_request})
 
     def _record(self, item):
-        return self.committer.record(item, self.database.session_factory)
+        return self.committer.record(item, self.database.batch_session_factory)
 
 
 def mount(app: Flask, endpoint: CallbackEndpoint) -> None:

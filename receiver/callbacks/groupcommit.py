@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from receiver.batching import LeaderBatcher
@@ -34,14 +35,13 @@ class GroupCommitter:
         return self._batcher.submit(item, lambda batch: self._commit(batch, session_factory))
 
     def _commit(self, batch: list[Accepted], session_factory: Callable[[], Session]) -> list:
+        try:
+            return self._record(batch, session_factory)
+        except BaseException as exc:
+            if self._is_outage(exc) or len(batch) == 1:
+                raise
         session = session_factory()
         try:
-            try:
-                return record_many(session, batch)
-            except BaseException as exc:
-                session.rollback()
-                if self._is_outage(exc) or len(batch) == 1:
-                    raise
             out: list = []
             for item in batch:  # isolate the one that broke the batch
                 try:
@@ -52,3 +52,29 @@ class GroupCommitter:
             return out
         finally:
             session.close()
+
+    @staticmethod
+    def _record(batch: list[Accepted], session_factory: Callable[[], Session]) -> list:
+        """`record_many` once more on a new connection if the first one had been closed by the server.
+
+        The committer's pool does not ping connections before use (see `Database`). A connection
+        dropped since its last batch (a database restart, a proxy's idle timeout) fails at its
+        first statement, and SQLAlchemy then discards the pool's other connections of that age
+        too. Had it been lost during COMMIT instead, the second run finds the callbacks stored
+        and answers them as redeliveries (each counted once too often as a duplicate): a
+        callback is still never stored twice.
+        """
+        for attempt in (1, 2):
+            session = session_factory()
+            try:
+                return record_many(session, batch)
+            except DBAPIError as exc:
+                session.rollback()
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
+            except BaseException:
+                session.rollback()
+                raise
+            finally:
+                session.close()
+        raise AssertionError("unreachable")
