@@ -106,6 +106,17 @@ def _json_value(value: Any) -> Any:
     raise TypeError(f"cannot store {type(value).__name__} through a JSON document")
 
 
+def _document(plan: _InsertPlan, columns: tuple[str, ...], rows: Sequence[Mapping[str, Any]]) -> str:
+    """PostgreSQL: `rows` as one JSON document for json_populate_recordset."""
+    processed = [(c, p) for c, p in zip(columns, plan.processors) if p is not None]
+    if processed:
+        rows = [dict(row) for row in rows]  # the caller's dicts stay as they were
+        for row in rows:
+            for column, process in processed:
+                row[column] = process(row[column])
+    return json.dumps(rows, default=_json_value, ensure_ascii=False, separators=(",", ":"))
+
+
 def bulk_insert(connection: Connection, table: Table, rows: Sequence[Mapping[str, Any]], *,
                 skip_conflicts: bool | str = False, returning: Sequence[str] = ()) -> list[tuple]:
     """Insert `rows` (dicts with the same keys) in the connection's transaction; return `returning`.
@@ -120,14 +131,7 @@ def bulk_insert(connection: Connection, table: Table, rows: Sequence[Mapping[str
     # exec_driver_sql: no compiling, but the driver's errors still arrive as SQLAlchemy's (so an
     # outage is recognised) and a dead connection is invalidated in the pool.
     if not plan.row:  # PostgreSQL: the rows as one JSON document, keyed by column
-        processed = [(c, p) for c, p in zip(columns, plan.processors) if p is not None]
-        if processed:
-            rows = [dict(row) for row in rows]  # the caller's dicts stay as they were
-            for row in rows:
-                for column, process in processed:
-                    row[column] = process(row[column])
-        document = json.dumps(rows, default=_json_value, ensure_ascii=False, separators=(",", ":"))
-        result = connection.exec_driver_sql(plan.sql(), (document,))
+        result = connection.exec_driver_sql(plan.sql(), (_document(plan, columns, rows),))
         return [tuple(r) for r in result] if returning else []
     values = [[row[c] for c in columns] for row in rows]
     for i, process in enumerate(plan.processors):
@@ -144,3 +148,27 @@ def bulk_insert(connection: Connection, table: Table, rows: Sequence[Mapping[str
         result = connection.exec_driver_sql(plan.sql(len(chunk)), tuple(v for row in chunk for v in row))
         out += [tuple(r) for r in result]
     return out
+
+
+def bulk_insert_chain(connection: Connection, inserts: Sequence[tuple[Table, Sequence[Mapping[str, Any]]]]) -> None:
+    """Insert rows into several tables, in order, as `bulk_insert` would (no conflicts skipped).
+
+    On PostgreSQL it is one statement, each earlier table's INSERT a data-modifying CTE: one
+    round trip instead of one per table. Rows may reference rows inserted before them in the
+    chain: foreign keys are checked at the end of the statement. On SQLite, one `bulk_insert`
+    per table.
+    """
+    inserts = [(table, rows) for table, rows in inserts if rows]
+    if connection.dialect.name != "postgresql" or len(inserts) < 2:
+        for table, rows in inserts:
+            bulk_insert(connection, table, rows)
+        return
+    heads, documents = [], []
+    for table, rows in inserts:
+        columns = tuple(rows[0])
+        plan = _plan(connection.dialect, table, columns, False, ())
+        heads.append(plan.sql())
+        documents.append(_document(plan, columns, rows))
+    # Only `_plan`'s texts (the Tables' own quoted names and placeholders) are joined here.
+    ctes = ", ".join(f"i{n} AS ({head})" for n, head in enumerate(heads[:-1]))
+    connection.exec_driver_sql(f"WITH {ctes} {heads[-1]}", tuple(documents))

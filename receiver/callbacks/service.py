@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from receiver.dismissals.matching import external_dismissal_row, load_candidates, match_callback
 from receiver.models import Callback, CallbackState, Dismissal, GroupMember, new_id, utcnow
 from receiver.schemas.tencent import event_time_from_ms
-from receiver.sqlutil import bulk_insert
+from receiver.sqlutil import bulk_insert, bulk_insert_chain
 from receiver.textsafety import storable
 
 
@@ -144,8 +144,7 @@ def record_many(session: Session, items: Sequence[Accepted], *, now: datetime | 
             members += [{"dismissal_id": dismissal_id, "callback_id": callback_id, "group_id": group_id,
                          "account": m["account"]} for m in item.data.get("members") or ()]
             results[i] = RecordResult("stored", callback_id, dismissal_id, matched is not None)
-    bulk_insert(conn, Dismissal.__table__, externals)
-    bulk_insert(conn, GroupMember.__table__, members)
+    bulk_insert_chain(conn, [(Dismissal.__table__, externals), (GroupMember.__table__, members)])
     session.commit()
     for index, key in enumerate(keys):
         if results[index] is None:

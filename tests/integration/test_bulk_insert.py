@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
-from receiver.models import Callback, CallbackState, Dismissal, Source, Status, new_id
-from receiver.sqlutil import bulk_insert
+from receiver.models import Callback, CallbackState, Dismissal, GroupMember, Source, Status, new_id
+from receiver.sqlutil import bulk_insert, bulk_insert_chain
 from tests.conftest import TEST_SDKAPPID
 
 WHEN = datetime(2026, 11, 29, 23, 59, 59, 123456, tzinfo=timezone.utc)
@@ -98,3 +98,23 @@ def test_datetimes_are_spelled_as_the_orm_spells_them(db, backend):
         spelled = session.connection().exec_driver_sql(
             "SELECT dedupe_key, CAST(received_at AS TEXT) FROM callbacks ORDER BY dedupe_key").all()
     assert spelled[0][1] == spelled[1][1], spelled
+
+
+def test_a_chain_inserts_every_table_and_checks_references(db, backend):
+    cb = callback_row("chain")
+    d = dict(id=new_id(), group_id="g-chain", sdkappid=TEST_SDKAPPID, source=Source.EXTERNAL,
+             status=Status.CONFIRMED, callback_id=cb["id"], confirmed_at=WHEN, attempts=0, probes=0,
+             redispatches=0, updated_at=WHEN)
+    members = [dict(dismissal_id=d["id"], callback_id=cb["id"], group_id="g-chain", account=a) for a in "abc"]
+    with db.session_scope() as session:
+        bulk_insert_chain(session.connection(), [(Callback.__table__, [cb]), (Dismissal.__table__, [d]),
+                                                 (GroupMember.__table__, members), (Dismissal.__table__, [])])
+    with db.session_scope() as session:
+        assert session.get(Dismissal, d["id"]).status is Status.CONFIRMED
+        assert sorted(session.scalars(select(GroupMember.account).where(GroupMember.dismissal_id == d["id"]))) == \
+            ["a", "b", "c"]
+    orphan = dict(members[0], dismissal_id="no-such-dismissal")
+    with pytest.raises(DBAPIError), db.session_scope() as session:
+        # The member refers to a dismissal that is neither stored nor earlier in the chain.
+        bulk_insert_chain(session.connection(), [(Dismissal.__table__, [dict(d, id=new_id())]),
+                                                 (GroupMember.__table__, [orphan])])

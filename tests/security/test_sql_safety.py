@@ -21,6 +21,8 @@ ALLOWED = {
         "identifiers from Table metadata, quoted by the dialect; the rows are the bound %s",
     ("receiver/sqlutil.py", 'f"INSERT INTO {table_name} ({names}) VALUES "'):
         "identifiers from Table metadata, quoted by the dialect; values are ? placeholders",
+    ("receiver/sqlutil.py", 'f"WITH {ctes} {heads[-1]}"'):
+        "joins _plan's INSERT texts (quoted Table identifiers, %s placeholders); the rows are bound",
 }
 
 
