@@ -107,7 +107,10 @@ def _json_value(value: Any) -> Any:
 
 
 def _document(plan: _InsertPlan, columns: tuple[str, ...], rows: Sequence[Mapping[str, Any]]) -> str:
-    """PostgreSQL: `rows` as one JSON document for json_populate_recordset."""
+    """PostgreSQL: `rows` (plain dicts) as one JSON document for json_populate_recordset.
+
+    A key that is not one of the statement's columns is ignored by the SELECT list.
+    """
     processed = [(c, p) for c, p in zip(columns, plan.processors) if p is not None]
     if processed:
         rows = [dict(row) for row in rows]  # the caller's dicts stay as they were

@@ -45,7 +45,7 @@ CALLBACK_LOCK_WAIT_MS = 1200
 
 def envelope_body(error_code: int = 0, info: str = "") -> bytes:
     body = {"ActionStatus": "OK" if error_code == 0 else "FAIL", "ErrorCode": error_code, "ErrorInfo": info}
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    return json.dumps(body, separators=(",", ":")).encode() + b"\n"  # ASCII, as Flask's jsonify
 
 
 _OK = envelope_body()

@@ -8,6 +8,7 @@ request thread spools its own callback.
 
 from __future__ import annotations
 
+import logging
 from typing import Callable
 
 from sqlalchemy.exc import DBAPIError
@@ -15,6 +16,8 @@ from sqlalchemy.orm import Session
 
 from receiver.batching import LeaderBatcher
 from receiver.callbacks.service import Accepted, RecordResult, record_many
+
+log = logging.getLogger(__name__)
 
 
 class GroupCommitter:
@@ -72,6 +75,8 @@ class GroupCommitter:
                 session.rollback()
                 if attempt == 2 or not exc.connection_invalidated:
                     raise
+                log.warning("group commit: the server had closed the connection; batch run again on a new one",
+                            extra={"error": type(exc.orig).__name__, "callbacks": len(batch)})
             except BaseException:
                 session.rollback()
                 raise

@@ -57,9 +57,12 @@ class MemberListField(fields.Field):
     def _deserialize(self, value, attr, data, **kwargs):
         if not isinstance(value, list):
             raise self.make_error("invalid")
-        errors: dict[int, dict[str, list[str]]] = {}
+        errors: dict[int, dict[str, list[str]] | list[str]] = {}
         members = []
         for index, member in enumerate(value):
+            if member is None:
+                errors[index] = [self.error_messages["null"]]
+                continue
             if not isinstance(member, dict):
                 errors[index] = {"_schema": [self.error_messages["invalid_member"]]}
                 continue

@@ -52,6 +52,7 @@ def test_owner_and_name_may_be_absent_or_null():
     ({"MemberList": [{"Member_Account": "a"}, {"Member_Account": "x" * 129}]}, "MemberList.1.Member_Account: Length"),
     ({"MemberList": [{"Member_Account": "a"}, "b"]}, "MemberList.1._schema: Invalid input type"),
     ({"MemberList": {"Member_Account": "a"}}, "MemberList: Not a valid list"),
+    ({"MemberList": [None]}, "MemberList.0: Field may not be null"),
 ])
 def test_broken_bodies_are_rejected_naming_the_field(change, field):
     body = destroyed_body()
