@@ -216,8 +216,9 @@ def aggregate_stacks(lines: list[str]) -> dict:
             continue
         n = int(n)
         frames = stack.split(";")
-        # Only samples inside a request handler count (idle threads waiting in select/locks don't).
-        if not any("full_dispatch_request" in f for f in frames):
+        # Only samples inside a request handler count (idle threads waiting in select/locks don't):
+        # the callback endpoint (served outside Flask), or a Flask view.
+        if not any("CallbackEndpoint.__call__" in f or "full_dispatch_request" in f for f in frames):
             continue
         request_samples += n
         leaf = frames[-1]
