@@ -112,7 +112,8 @@ class _SessionOnDemand:
         return self._session
 
     def discard(self) -> None:
-        """Drop the session (after a failure its connection may be broken)."""
+        """Roll back and close the session, if one was opened (after a failure, its connection may
+        be broken: a new one is opened if asked for again)."""
         session, self._session = self._session, None
         if session is not None:
             try:
@@ -120,8 +121,6 @@ class _SessionOnDemand:
                 session.close()
             except Exception:  # the connection is gone; nothing more to undo
                 pass
-
-    close = discard
 
 
 class CallbackEndpoint:
@@ -210,7 +209,7 @@ class CallbackEndpoint:
                     quarantine(session(), reason=reason, raw_body=raw, meta=meta, now=received_at)
                     return _fail(400, ERR_BAD_REQUEST, reason, "quarantined")
         finally:
-            session.close()
+            session.discard()
         if handled is None:
             # Nothing is lost: the request goes to the local spool and is drained when the database is back.
             self.spool.append(SpooledRequest(received_at, meta, raw))

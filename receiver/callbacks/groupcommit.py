@@ -67,19 +67,22 @@ class GroupCommitter:
         and answers them as redeliveries (each counted once too often as a duplicate): a
         callback is still never stored twice.
         """
-        for attempt in (1, 2):
-            session = session_factory()
-            try:
-                return record_many(session, batch)
-            except DBAPIError as exc:
-                session.rollback()
-                if attempt == 2 or not exc.connection_invalidated:
-                    raise
-                log.warning("group commit: the server had closed the connection; batch run again on a new one",
-                            extra={"error": type(exc.orig).__name__, "callbacks": len(batch)})
-            except BaseException:
-                session.rollback()
+        try:
+            return _record_in_a_new_session(batch, session_factory)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
                 raise
-            finally:
-                session.close()
-        raise AssertionError("unreachable")
+            log.warning("group commit: the server had closed the connection; batch run again on a new one",
+                        extra={"error": type(exc.orig).__name__, "callbacks": len(batch)})
+        return _record_in_a_new_session(batch, session_factory)
+
+
+def _record_in_a_new_session(batch: list[Accepted], session_factory: Callable[[], Session]) -> list:
+    session = session_factory()
+    try:
+        return record_many(session, batch)
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
