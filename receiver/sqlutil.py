@@ -153,6 +153,41 @@ def bulk_insert(connection: Connection, table: Table, rows: Sequence[Mapping[str
     return out
 
 
+def bulk_insert_and_query(connection: Connection, table: Table, rows: Sequence[Mapping[str, Any]], *,
+                          skip_conflicts: bool | str, returning: Sequence[str], query: str, params: tuple,
+                          query_width: int) -> tuple[list[tuple], list[tuple]]:
+    """`bulk_insert`, then a query: (rows the INSERT returned, rows the query returned).
+
+    On PostgreSQL both are one statement, one round trip: the INSERT and the query are CTEs of
+    a UNION ALL, each row tagged with the side it comes from, the other side's columns NULL.
+    The INSERT runs first (the UNION ALL reads its rows first), so the locks a locking query
+    takes come after the INSERT's, as they would in two statements. `query` is a fixed text
+    with %s placeholders for `params`; `query_width`, the number of columns it selects.
+    On SQLite, two statements.
+    """
+    returning = tuple(returning)
+    if connection.dialect.name != "postgresql" or not rows:
+        inserted = bulk_insert(connection, table, rows, skip_conflicts=skip_conflicts, returning=returning)
+        return inserted, [tuple(r) for r in connection.exec_driver_sql(query, params)]
+    columns = tuple(rows[0])
+    plan = _plan(connection.dialect, table, columns, skip_conflicts, returning)
+    quote = connection.dialect.identifier_preparer.quote
+    inserted_side = ", ".join(quote(c) for c in returning) + ", NULL" * query_width
+    queried_side = "NULL, " * len(returning) + "q.*"
+    # Only `_plan`'s text and the caller's fixed query are joined here; every value is a parameter.
+    sides = f"SELECT 0, {inserted_side} FROM i UNION ALL SELECT 1, {queried_side} FROM q"
+    result = connection.exec_driver_sql(f"WITH i AS ({plan.sql()}), q AS ({query}) {sides}",
+                                        (_document(plan, columns, rows), *params))
+    inserted, queried = [], []
+    width = len(returning)
+    for row in result:
+        if row[0] == 0:
+            inserted.append(tuple(row[1:1 + width]))
+        else:
+            queried.append(tuple(row[1 + width:]))
+    return inserted, queried
+
+
 def bulk_insert_chain(connection: Connection, inserts: Sequence[tuple[Table, Sequence[Mapping[str, Any]]]]) -> None:
     """Insert rows into several tables, in order, as `bulk_insert` would (no conflicts skipped).
 

@@ -231,7 +231,7 @@ class CallbackEndpoint:
                                     "dismissal_id": record.dismissal_id, "matched_request": record.matched_request})
 
     def _record(self, item):
-        return self.committer.record(item, self.database.batch_session_factory)
+        return self.committer.record(item, self.database.batch_transaction)
 
 
 def mount(app: Flask, endpoint: CallbackEndpoint) -> None:

@@ -1,23 +1,27 @@
 """Group commit: callbacks arriving together are stored in one transaction, each answered after it.
 
-Built on `LeaderBatcher`: the leading request thread records the whole batch with one
-`record_many` on a session of its own. When a batch fails, its callbacks are retried one by one,
-so one bad callback cannot fail its neighbours; a database outage fails them all, and each
+Built on `LeaderBatcher`: the leading request thread stores the whole batch with one
+`store_many` in a transaction of its own. When a batch fails, its callbacks are retried one by
+one, so one bad callback cannot fail its neighbours; a database outage fails them all, and each
 request thread spools its own callback.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import Callable, ContextManager
 
+from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 
 from receiver.batching import LeaderBatcher
-from receiver.callbacks.service import Accepted, RecordResult, record_many
+from receiver.callbacks.service import Accepted, RecordResult, store_many
 
 log = logging.getLogger(__name__)
+
+# Opens a transaction: yields its connection, commits when the block ends, rolls back on an
+# error (`Database.batch_transaction`).
+Transaction = Callable[[], ContextManager[Connection]]
 
 
 class GroupCommitter:
@@ -33,32 +37,28 @@ class GroupCommitter:
     def recorded(self) -> int:
         return self._batcher.items
 
-    def record(self, item: Accepted, session_factory: Callable[[], Session]) -> RecordResult:
+    def record(self, item: Accepted, transaction: Transaction) -> RecordResult:
         """Record `item` (in some batch) and return its result once committed; raise its error."""
-        return self._batcher.submit(item, lambda batch: self._commit(batch, session_factory))
+        return self._batcher.submit(item, lambda batch: self._commit(batch, transaction))
 
-    def _commit(self, batch: list[Accepted], session_factory: Callable[[], Session]) -> list:
+    def _commit(self, batch: list[Accepted], transaction: Transaction) -> list:
         try:
-            return self._record(batch, session_factory)
+            return self._record(batch, transaction)
         except BaseException as exc:
             if self._is_outage(exc) or len(batch) == 1:
                 raise
-        session = session_factory()
-        try:
-            out: list = []
-            for item in batch:  # isolate the one that broke the batch
-                try:
-                    out.append(record_many(session, [item])[0])
-                except BaseException as exc:  # noqa: BLE001 - handed to that item's caller
-                    session.rollback()
-                    out.append(exc)
-            return out
-        finally:
-            session.close()
+        out: list = []
+        for item in batch:  # isolate the one that broke the batch
+            try:
+                with transaction() as conn:
+                    out.append(store_many(conn, [item])[0])
+            except BaseException as exc:  # noqa: BLE001 - handed to that item's caller
+                out.append(exc)
+        return out
 
     @staticmethod
-    def _record(batch: list[Accepted], session_factory: Callable[[], Session]) -> list:
-        """`record_many` once more on a new connection if the first one had been closed by the server.
+    def _record(batch: list[Accepted], transaction: Transaction) -> list:
+        """`store_many` once more on a new connection if the first one had been closed by the server.
 
         The committer's pool does not ping connections before use (see `Database`). A connection
         dropped since its last batch (a database restart, a proxy's idle timeout) fails at its
@@ -68,21 +68,12 @@ class GroupCommitter:
         callback is still never stored twice.
         """
         try:
-            return _record_in_a_new_session(batch, session_factory)
+            with transaction() as conn:
+                return store_many(conn, batch)
         except DBAPIError as exc:
             if not exc.connection_invalidated:
                 raise
             log.warning("group commit: the server had closed the connection; batch run again on a new one",
                         extra={"error": type(exc.orig).__name__, "callbacks": len(batch)})
-        return _record_in_a_new_session(batch, session_factory)
-
-
-def _record_in_a_new_session(batch: list[Accepted], session_factory: Callable[[], Session]) -> list:
-    session = session_factory()
-    try:
-        return record_many(session, batch)
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
+        with transaction() as conn:
+            return store_many(conn, batch)

@@ -8,13 +8,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Sequence
 
-from sqlalchemy import update
+from sqlalchemy import Connection, update
 from sqlalchemy.orm import Session
 
-from receiver.dismissals.matching import external_dismissal_row, load_candidates, match_callback
+from receiver.dismissals.matching import (
+    CANDIDATES_QUERY,
+    CANDIDATES_WIDTH,
+    candidates_from_rows,
+    candidates_params,
+    external_dismissal_row,
+    match_callback,
+)
 from receiver.models import Callback, CallbackState, Dismissal, GroupMember, new_id, utcnow
 from receiver.schemas.tencent import event_time_from_ms
-from receiver.sqlutil import bulk_insert, bulk_insert_chain
+from receiver.sqlutil import bulk_insert_and_query, bulk_insert_chain
 from receiver.textsafety import storable
 
 
@@ -88,10 +95,18 @@ def _callback_row(item: Accepted, callback_id: str, key: str) -> dict[str, Any]:
 
 
 def record_many(session: Session, items: Sequence[Accepted], *, now: datetime | None = None) -> list[RecordResult]:
-    """Store and match validated callbacks in one transaction (a handful of statements); commit.
+    """Store and match validated callbacks in one transaction (`store_many`); commit."""
+    results = store_many(session.connection(), items, now=now)
+    session.commit()
+    return results
+
+
+def store_many(conn: Connection, items: Sequence[Accepted], *, now: datetime | None = None) -> list[RecordResult]:
+    """Store and match validated callbacks in the connection's transaction; the caller commits.
 
     Each event is stored once (its dedupe key is unique); a redelivery, in this batch or an
-    earlier one, only counts as a duplicate on the stored row.
+    earlier one, only counts as a duplicate on the stored row. On PostgreSQL it takes two
+    statements in all, whatever the batch's size, unless a redelivery or a match adds some.
     """
     now = now or utcnow()
     keys = [item.key for item in items]
@@ -101,11 +116,15 @@ def record_many(session: Session, items: Sequence[Accepted], *, now: datetime | 
     # Keys in sorted order, in every statement: two batches holding the same events never lock
     # them in opposite orders (no deadlock between processes).
     rows = {key: _callback_row(items[first_of[key]], new_id(), key) for key in sorted(first_of)}
-    # One statement per table on the driver's cursor: the ORM's (and Core's executemany)
-    # per-row machinery costs more than the SQL here.
-    conn = session.connection()
-    inserted = dict(bulk_insert(conn, Callback.__table__, list(rows.values()), skip_conflicts="dedupe_key",
-                                returning=("dedupe_key", "id")))
+    # One statement: the new callbacks' rows, and our own dismissals of the batch's groups that
+    # a callback could confirm (locked, after the callbacks' keys). The driver's cursor, not
+    # the ORM's (or Core executemany's) per-row machinery, which costs more than the SQL here.
+    stored, candidate_rows = bulk_insert_and_query(
+        conn, Callback.__table__, list(rows.values()), skip_conflicts="dedupe_key", returning=("dedupe_key", "id"),
+        query=CANDIDATES_QUERY[conn.dialect.name], query_width=CANDIDATES_WIDTH,
+        params=candidates_params(conn.dialect, ((item.meta.sdkappid, item.data["group_id"]) for item in items)))
+    inserted = dict(stored)
+    candidates = candidates_from_rows(conn.dialect, candidate_rows)
     # Redeliveries: of an event stored earlier, or repeated within this batch.
     repeats: dict[str, int] = {}
     for index, key in enumerate(keys):
@@ -120,32 +139,26 @@ def record_many(session: Session, items: Sequence[Accepted], *, now: datetime | 
         ).scalar_one()
 
     results: list[RecordResult | None] = [None] * len(items)
-    new = [(i, items[i]) for key, i in first_of.items() if key in inserted]
-    by_app: dict[int, list[tuple[int, Accepted]]] = {}
-    for i, item in new:
-        by_app.setdefault(item.meta.sdkappid, []).append((i, item))
+    # Same-group events in event order, so matching does not depend on arrival order.
+    new = sorted(((i, items[i]) for key, i in first_of.items() if key in inserted),
+                 key=lambda pair: (pair[1].data.get("event_time_ms") or 0, pair[0]))
     externals: list[dict] = []
     members: list[dict] = []
-    for sdkappid, group in by_app.items():
-        candidates = load_candidates(conn, sdkappid=sdkappid, group_ids=[item.data["group_id"] for _, item in group])
-        # Same-group events in event order, so matching does not depend on arrival order.
-        group.sort(key=lambda pair: (pair[1].data.get("event_time_ms") or 0, pair[0]))
-        for i, item in group:
-            callback_id = inserted[keys[i]]
-            group_id = item.data["group_id"]
-            matched = match_callback(conn, candidates.get(group_id, []), callback_id=callback_id,
-                                     event_time=event_time_from_ms(item.data.get("event_time_ms")), now=now)
-            if matched is None:
-                row = external_dismissal_row(sdkappid=sdkappid, group_id=group_id, callback_id=callback_id, now=now)
-                externals.append(row)
-                dismissal_id = row["id"]
-            else:
-                dismissal_id = matched
-            members += [{"dismissal_id": dismissal_id, "callback_id": callback_id, "group_id": group_id,
-                         "account": m["account"]} for m in item.data.get("members") or ()]
-            results[i] = RecordResult("stored", callback_id, dismissal_id, matched is not None)
+    for i, item in new:
+        callback_id = inserted[keys[i]]
+        sdkappid, group_id = item.meta.sdkappid, item.data["group_id"]
+        matched = match_callback(conn, candidates.get((sdkappid, group_id), []), callback_id=callback_id,
+                                 event_time=event_time_from_ms(item.data.get("event_time_ms")), now=now)
+        if matched is None:
+            row = external_dismissal_row(sdkappid=sdkappid, group_id=group_id, callback_id=callback_id, now=now)
+            externals.append(row)
+            dismissal_id = row["id"]
+        else:
+            dismissal_id = matched
+        members += [{"dismissal_id": dismissal_id, "callback_id": callback_id, "group_id": group_id,
+                     "account": m["account"]} for m in item.data.get("members") or ()]
+        results[i] = RecordResult("stored", callback_id, dismissal_id, matched is not None)
     bulk_insert_chain(conn, [(Dismissal.__table__, externals), (GroupMember.__table__, members)])
-    session.commit()
     for index, key in enumerate(keys):
         if results[index] is None:
             results[index] = RecordResult("duplicate", existing[key])

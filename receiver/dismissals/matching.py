@@ -32,37 +32,42 @@ class Candidate:
 
 
 # Hot on the callback path (once per group-commit batch): a fixed text on the driver, with the
-# group ids as one parameter, costs a fraction of building and compiling the Core select.
+# apps and group ids as two parameters, costs a fraction of building and compiling the Core
+# select. The callback path runs it in the same statement as its INSERT (`CANDIDATES_QUERY`).
 #
 # On PostgreSQL the candidates are locked (FOR NO KEY UPDATE: it does not block the foreign-key
 # checks of attempt rows inserted by the dispatcher) in ascending id order, the order every
 # writer of several dismissals in one transaction follows (the dispatcher's answers, the
 # reconciler), so two batches can wait for each other but never deadlock. SQLite serialises
 # writers with BEGIN IMMEDIATE.
-_CANDIDATES_SQL = {
-    "postgresql": "SELECT group_id, id, status, requested_at FROM dismissals"
-                  " WHERE sdkappid = %s AND group_id = ANY(%s) AND source = 'api' AND callback_id IS NULL"
+CANDIDATES_QUERY = {
+    "postgresql": "SELECT sdkappid, group_id, id, status, requested_at FROM dismissals"
+                  " WHERE sdkappid = ANY(%s) AND group_id = ANY(%s) AND source = 'api' AND callback_id IS NULL"
                   " ORDER BY id FOR NO KEY UPDATE",
-    "sqlite": "SELECT group_id, id, status, requested_at FROM dismissals"
-              " WHERE sdkappid = ? AND group_id IN (SELECT value FROM json_each(?)) AND source = 'api'"
-              " AND callback_id IS NULL ORDER BY id",
+    "sqlite": "SELECT sdkappid, group_id, id, status, requested_at FROM dismissals"
+              " WHERE sdkappid IN (SELECT value FROM json_each(?)) AND group_id IN (SELECT value FROM json_each(?))"
+              " AND source = 'api' AND callback_id IS NULL ORDER BY id",
 }
+CANDIDATES_WIDTH = 5
 
 
-def load_candidates(session: Session | Connection, *, sdkappid: int,
-                    group_ids: Iterable[str]) -> dict[str, list[Candidate]]:
-    """Per group, our dismissals still lacking callback evidence: the open one first, then newest first."""
-    out: dict[str, list[Candidate]] = {}
-    ids = list(dict.fromkeys(group_ids))
-    if not ids:
-        return out
-    conn = session.connection() if isinstance(session, Session) else session
-    dialect = conn.dialect
+def candidates_params(dialect, keys: Iterable[tuple[int, str]]) -> tuple:
+    """The parameters of `CANDIDATES_QUERY` for these (sdkappid, group_id) pairs."""
+    keys = list(keys)
+    apps, groups = list(dict.fromkeys(k[0] for k in keys)), list(dict.fromkeys(k[1] for k in keys))
+    return (apps, groups) if dialect.name == "postgresql" else (json.dumps(apps), json.dumps(groups))
+
+
+def candidates_from_rows(dialect, rows: Iterable[tuple]) -> dict[tuple[int, str], list[Candidate]]:
+    """Per (sdkappid, group_id), from `CANDIDATES_QUERY`'s rows: the open one first, then newest first.
+
+    The query matches every pair of the apps and groups asked for; a pair nobody asked for
+    only adds a bucket that no callback looks up.
+    """
     requested_at = Dismissal.__table__.c.requested_at.type.dialect_impl(dialect).result_processor(dialect, None)
-    rows = conn.exec_driver_sql(_CANDIDATES_SQL[dialect.name],
-                                (sdkappid, ids if dialect.name == "postgresql" else json.dumps(ids)))
-    for group_id, did, status, requested in reversed(rows.all()):  # newest first
-        bucket = out.setdefault(group_id, [])
+    out: dict[tuple[int, str], list[Candidate]] = {}
+    for sdkappid, group_id, did, status, requested in reversed(list(rows)):  # newest first
+        bucket = out.setdefault((sdkappid, group_id), [])
         if len(bucket) < 5:
             bucket.append(Candidate(did, Status(status), requested_at(requested) if requested_at else requested))
     for bucket in out.values():
@@ -82,7 +87,7 @@ def match_callback(
 
     Evidence wins over any state, within limits: a callback for an event from before our
     request, or from long after a finished one, is somebody else's dismissal. `candidates`
-    (from `load_candidates`) loses the one it confirms, so a second callback in the same
+    (from `candidates_from_rows`) loses the one it confirms, so a second callback in the same
     batch cannot link to it too.
     """
     reference = event_time or now

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
 from receiver.models import Callback, CallbackState, Dismissal, GroupMember, Source, Status, new_id
-from receiver.sqlutil import bulk_insert, bulk_insert_chain
+from receiver.sqlutil import bulk_insert, bulk_insert_and_query, bulk_insert_chain
 from tests.conftest import TEST_SDKAPPID
 
 WHEN = datetime(2026, 11, 29, 23, 59, 59, 123456, tzinfo=timezone.utc)
@@ -118,3 +118,36 @@ def test_a_chain_inserts_every_table_and_checks_references(db, backend):
         # The member refers to a dismissal that is neither stored nor earlier in the chain.
         bulk_insert_chain(session.connection(), [(Dismissal.__table__, [dict(d, id=new_id())]),
                                                  (GroupMember.__table__, [orphan])])
+
+
+def test_insert_and_query_return_each_side_with_its_own_columns(db, backend):
+    """One statement on PostgreSQL (two on SQLite): the INSERT's returned rows, then the query's rows."""
+    stored = callback_row("q-old")
+    with db.session_scope() as session:
+        bulk_insert(session.connection(), Callback.__table__, [stored])
+    rows = [callback_row("q-new"), callback_row("q-old")]  # the second is a conflict: skipped
+    query = ("SELECT dedupe_key, received_at, duplicates FROM callbacks WHERE dedupe_key LIKE 'q-%%' ORDER BY dedupe_key"
+             if backend.name == "postgresql" else
+             "SELECT dedupe_key, received_at, duplicates FROM callbacks WHERE dedupe_key LIKE ? ORDER BY dedupe_key")
+    params = () if backend.name == "postgresql" else ("q-%",)
+    with db.session_scope() as session:
+        inserted, queried = bulk_insert_and_query(
+            session.connection(), Callback.__table__, rows, skip_conflicts="dedupe_key", returning=("dedupe_key", "id"),
+            query=query, params=params, query_width=3)
+    assert inserted == [("q-new", rows[0]["id"])]
+    # The query sees the table as it was before the statement on PostgreSQL (one statement), after
+    # the INSERT on SQLite (two); either way in its own columns and types.
+    expected = ["q-old"] if backend.name == "postgresql" else ["q-new", "q-old"]
+    assert [key for key, _, _ in queried] == expected
+    assert all(len(r) == 3 and r[2] == 0 for r in queried)
+    with db.session_scope() as session:
+        assert sorted(session.scalars(select(Callback.dedupe_key))) == ["q-new", "q-old"]
+
+
+def test_insert_and_query_with_nothing_to_insert_still_runs_the_query(db, backend):
+    query = ("SELECT %s::text" if backend.name == "postgresql" else "SELECT ?")
+    with db.session_scope() as session:
+        inserted, queried = bulk_insert_and_query(session.connection(), Callback.__table__, [],
+                                                  skip_conflicts="dedupe_key", returning=("id",), query=query,
+                                                  params=("asked",), query_width=1)
+    assert inserted == [] and queried == [("asked",)]

@@ -25,7 +25,7 @@ def accepted(group_id: str, event_time: int = 1_700_000_000_000) -> Accepted:
     return Accepted(GroupDestroyedSchema().load(body), body, b"{}", META, datetime.now(timezone.utc))
 
 
-def run_concurrently(committer, factory, items):
+def run_concurrently(committer, transaction, items):
     results = [None] * len(items)
     errors = [None] * len(items)
     barrier = threading.Barrier(len(items))
@@ -33,7 +33,7 @@ def run_concurrently(committer, factory, items):
     def go(i):
         barrier.wait()
         try:
-            results[i] = committer.record(items[i], factory)
+            results[i] = committer.record(items[i], transaction)
         except Exception as exc:  # noqa: BLE001 - the test inspects it
             errors[i] = exc
 
@@ -48,7 +48,7 @@ def run_concurrently(committer, factory, items):
 def test_concurrent_callbacks_are_stored_once_each_in_fewer_transactions(committed_db):
     committer = GroupCommitter()
     items = [accepted(f"gc-{i % 40}") for i in range(60)]  # 40 events, 20 of them delivered twice
-    results, errors = run_concurrently(committer, committed_db.session_factory, items)
+    results, errors = run_concurrently(committer, committed_db.batch_transaction, items)
     assert errors == [None] * 60
     assert sorted(r.outcome for r in results).count("stored") == 40
     assert sorted(r.outcome for r in results).count("duplicate") == 20
@@ -69,7 +69,7 @@ def test_a_bad_callback_does_not_fail_its_batch(committed_db, backend):
     template = accepted("bad")
     # Longer than the column allows on PostgreSQL (SQLite would store it; then nothing fails).
     bad = Accepted({**template.data, "group_id": "x" * 300}, template.body, b"{}", META, template.received_at)
-    results, errors = run_concurrently(committer, committed_db.session_factory, good + [bad])
+    results, errors = run_concurrently(committer, committed_db.batch_transaction, good + [bad])
     assert errors[:10] == [None] * 10
     assert all(r.outcome == "stored" for r in results[:10])
     with committed_db.session_scope() as s:
@@ -80,15 +80,15 @@ def test_a_bad_callback_does_not_fail_its_batch(committed_db, backend):
 
 
 def test_an_outage_fails_the_whole_batch_so_each_caller_spools(committed_db):
-    def broken_factory():
+    def broken_transaction():
         raise OperationalError("SELECT 1", {}, Exception("connection refused"))
 
     committer = GroupCommitter(is_outage=lambda exc: isinstance(exc, OperationalError))
-    results, errors = run_concurrently(committer, broken_factory, [accepted(f"down-{i}") for i in range(8)])
+    results, errors = run_concurrently(committer, broken_transaction, [accepted(f"down-{i}") for i in range(8)])
     assert results == [None] * 8
     assert all(isinstance(e, OperationalError) for e in errors)
     # The committer is free again afterwards.
-    assert committer.record(accepted("after"), committed_db.session_factory).outcome == "stored"
+    assert committer.record(accepted("after"), committed_db.batch_transaction).outcome == "stored"
 
 
 def test_a_connection_the_server_closed_is_replaced_without_an_outage(committed_db, backend):
@@ -98,13 +98,13 @@ def test_a_connection_the_server_closed_is_replaced_without_an_outage(committed_
         pytest.skip("SQLite has no server connection to lose")
     assert committed_db._batch_engine.pool._pre_ping is False
     committer = GroupCommitter(is_outage=lambda exc: isinstance(exc, OperationalError))
-    factory = committed_db.batch_session_factory
-    assert committer.record(accepted("before-restart"), factory).outcome == "stored"
+    transaction = committed_db.batch_transaction
+    assert committer.record(accepted("before-restart"), transaction).outcome == "stored"
     with committed_db._batch_engine.connect() as pooled:  # the connection the next batch will get
         pid = pooled.exec_driver_sql("SELECT pg_backend_pid()").scalar()
     with committed_db.engine.connect() as other:
         assert other.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})").scalar() is True
-    results, errors = run_concurrently(committer, factory, [accepted(f"after-restart-{i}") for i in range(4)])
+    results, errors = run_concurrently(committer, transaction, [accepted(f"after-restart-{i}") for i in range(4)])
     assert errors == [None] * 4 and {r.outcome for r in results} == {"stored"}
     with committed_db.session_scope() as s:
         assert s.scalar(select(func.count()).select_from(Callback)) == 5

@@ -23,6 +23,10 @@ ALLOWED = {
         "identifiers from Table metadata, quoted by the dialect; values are ? placeholders",
     ("receiver/sqlutil.py", 'f"WITH {ctes} {heads[-1]}"'):
         "joins _plan's INSERT texts (quoted Table identifiers, %s placeholders); the rows are bound",
+    ("receiver/sqlutil.py", 'f"SELECT 0, {inserted_side} FROM i UNION ALL SELECT 1, {queried_side} FROM q"'):
+        "RETURNING column names quoted by the dialect, NULL padding; no value",
+    ("receiver/sqlutil.py", 'f"WITH i AS ({plan.sql()}), q AS ({query}) {sides}"'):
+        "_plan's INSERT text and the caller's fixed query text (CANDIDATES_QUERY); every value is bound",
 }
 
 
