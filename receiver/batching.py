@@ -10,20 +10,30 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Callable, Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 
-@dataclass
 class _Pending(Generic[T]):
-    item: T
-    done: threading.Event = field(default_factory=threading.Event)
-    lead: bool = False  # woken to lead the next batch rather than with a result
-    result: object = None
-    error: BaseException | None = None
+    """One submitted item; `done` is held until the item's result (or its turn to lead) is ready.
+
+    A plain lock, acquired at creation and released by whichever thread finishes the item: the
+    cheapest wake-up the threading module has (an Event is a Condition around a Lock, and its
+    waiters allocate a lock of their own). It is released once per wake-up, and the woken
+    thread's acquire holds it again, ready for a next wait.
+    """
+
+    __slots__ = ("item", "done", "lead", "result", "error")
+
+    def __init__(self, item: T) -> None:
+        self.item = item
+        self.done = threading.Lock()
+        self.done.acquire()
+        self.lead = False  # woken to lead the next batch rather than with a result
+        self.result: object = None
+        self.error: BaseException | None = None
 
 
 class LeaderBatcher(Generic[T, R]):
@@ -47,10 +57,10 @@ class LeaderBatcher(Generic[T, R]):
             lead = not self._leading
             self._leading = True
         while not lead:
-            pending.done.wait()
+            pending.done.acquire()
             if not pending.lead:
                 break
-            pending.lead, pending.done = False, threading.Event()
+            pending.lead = False
             lead = True
         if lead:
             self._lead(process)
@@ -78,8 +88,8 @@ class LeaderBatcher(Generic[T, R]):
                 if self._queue:
                     successor = self._queue[0]
                     successor.lead = True
-                    successor.done.set()
+                    successor.done.release()
                 else:
                     self._leading = False
             for pending in batch:
-                pending.done.set()
+                pending.done.release()
