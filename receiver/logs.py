@@ -94,5 +94,11 @@ def configure_logging(config) -> None:
     root.handlers[:] = [h for h in root.handlers if h.get_name() != "receiver"]
     root.addHandler(handler)
     root.setLevel(config.log_level)
+    # No formatter here (ours, gunicorn's) prints the caller's file and line, the thread or the
+    # multiprocessing name: skip collecting them for every record (the logging HOWTO's
+    # "Optimization" switches). gunicorn's lines print the process id, which stays.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
