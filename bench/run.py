@@ -15,13 +15,14 @@ from pathlib import Path
 from bench import common
 
 BENCHES = ("ingest", "dispatch", "query")
+OPTIONAL = ("cost",)  # run only when asked for by name
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("benches", nargs="*", default=[], metavar="{" + ",".join(BENCHES) + "}",
-                   help="which benchmarks to run (default: all); ingest includes the growth comparison")
+    p.add_argument("benches", nargs="*", default=[], metavar="{" + ",".join(BENCHES + OPTIONAL) + "}",
+                   help="which benchmarks to run (default: all but cost); ingest includes the growth comparison")
     p.add_argument("--rounds", type=int, default=5, help="ingest: alternating rounds (>= 3)")
     p.add_argument("--seconds", type=float, default=10, help="ingest: seconds of load per target per round")
     p.add_argument("--connections", type=int, default=32, help="ingest: wrk connections")
@@ -35,13 +36,16 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--dispatch-concurrency", type=int, default=None,
                    help="dispatch: DISPATCH_CONCURRENCY for the worker (default: the service's, 32)")
     p.add_argument("--requests", type=int, default=300, help="query: sequential requests per endpoint")
+    p.add_argument("--compare", nargs="*", metavar="TREE",
+                   help="cost: other checkouts (e.g. git worktrees) to count alongside this one")
+    p.add_argument("--cost-requests", type=int, default=100, help="cost: N, for runs of N and 4 × N callbacks")
     p.add_argument("--reseed", action="store_true", help="rebuild the 1,000,000-row template database")
     p.add_argument("--keep", action="store_true", help="keep the work directory and databases (debugging)")
     p.add_argument("--out", default=str(Path(__file__).with_name("results") / "latest.json"))
     args = p.parse_args(argv)
     for name in args.benches:
-        if name not in BENCHES:
-            p.error(f"unknown benchmark {name!r}: choose from {', '.join(BENCHES)}")
+        if name not in BENCHES + OPTIONAL:
+            p.error(f"unknown benchmark {name!r}: choose from {', '.join(BENCHES + OPTIONAL)}")
     if args.rounds < 1:
         p.error("--rounds must be >= 1")
     return args
