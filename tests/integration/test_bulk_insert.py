@@ -151,3 +151,17 @@ def test_insert_and_query_with_nothing_to_insert_still_runs_the_query(db, backen
                                                   skip_conflicts="dedupe_key", returning=("id",), query=query,
                                                   params=("asked",), query_width=1)
     assert inserted == [] and queried == [("asked",)]
+
+
+def test_a_driver_error_arrives_as_sqlalchemys_without_the_rows_in_its_message(db, backend):
+    """The PostgreSQL statements run on the DBAPI cursor; their errors must still be SQLAlchemy's."""
+    if backend.name == "sqlite":
+        pytest.skip("SQLite does not enforce VARCHAR lengths (the endpoint caps them before storing)")
+    secret_body = b'{"GroupId": "do-not-log-me"}'
+    row = callback_row("too-long", group_id="x" * 201, raw_body=secret_body)
+    with pytest.raises(DBAPIError) as caught, db.session_scope() as session:
+        bulk_insert_and_query(session.connection(), Callback.__table__, [row], skip_conflicts="dedupe_key",
+                              returning=("id",), query="SELECT 1", params=(), query_width=1)
+    assert isinstance(caught.value.orig, Exception) and not caught.value.connection_invalidated
+    assert "value too long" in str(caught.value)
+    assert secret_body.hex() not in str(caught.value) and "x" * 201 not in str(caught.value)

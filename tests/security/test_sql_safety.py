@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SQL_WORDS = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|PRAGMA|CREATE|DROP|ALTER|BEGIN|SET|WHERE|VALUES)\b")
-RAW_SQL_CALLS = {"text", "exec_driver_sql", "literal_column", "column"}
+RAW_SQL_CALLS = {"text", "exec_driver_sql", "_on_the_driver", "literal_column", "column"}
 
 # Raw SQL that interpolates a value, each with why it is safe. Keyed by file and source text, so a
 # new interpolation (or an edited one) fails the test until someone reviews it.
@@ -56,12 +56,13 @@ def _findings() -> list[tuple[str, str, int]]:
         source = path.read_text()
         tree = ast.parse(source)
         for node in ast.walk(tree):
-            # 1. text()/exec_driver_sql()/execute() on a string built at run time.
+            # 1. text()/exec_driver_sql()/execute() on a string built at run time (in any
+            #    position: `_on_the_driver` takes the connection first).
             if isinstance(node, ast.Call) and node.args and (
                     _name(node.func) in RAW_SQL_CALLS | {"execute", "executescript"}):
-                arg = node.args[0]
-                if _dynamic(arg):
-                    found.append((rel, ast.get_source_segment(source, arg), node.lineno))
+                for arg in node.args:
+                    if _dynamic(arg):
+                        found.append((rel, ast.get_source_segment(source, arg), node.lineno))
             # 2. Any f-string that reads like SQL, wherever it goes.
             elif isinstance(node, ast.JoinedStr) and _dynamic(node):
                 literal = "".join(v.value for v in node.values if isinstance(v, ast.Constant))
