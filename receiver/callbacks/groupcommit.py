@@ -51,9 +51,11 @@ class GroupCommitter:
         for item in batch:  # isolate the one that broke the batch
             try:
                 with transaction() as conn:
-                    out.append(store_many(conn, [item])[0])
+                    result = store_many(conn, [item])[0]
             except BaseException as exc:  # noqa: BLE001 - handed to that item's caller
                 out.append(exc)
+            else:  # only once its transaction has committed
+                out.append(result)
         return out
 
     @staticmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from datetime import timezone, datetime
 
@@ -108,3 +109,28 @@ def test_a_connection_the_server_closed_is_replaced_without_an_outage(committed_
     assert errors == [None] * 4 and {r.outcome for r in results} == {"stored"}
     with committed_db.session_scope() as s:
         assert s.scalar(select(func.count()).select_from(Callback)) == 5
+
+
+def test_after_a_failed_batch_each_callback_gets_its_own_commits_result(committed_db):
+    """The one-by-one fallback: a callback whose own commit fails gets that error, its neighbours their rows.
+
+    Driven through `_commit` so that the three callbacks are one batch for certain.
+    """
+    items = [accepted(f"fb-{i}") for i in range(3)]
+
+    @contextlib.contextmanager
+    def commit_fails_with_fb_1():
+        with committed_db.batch_transaction() as conn:
+            yield conn
+            if conn.exec_driver_sql("SELECT count(*) FROM callbacks WHERE group_id = 'fb-1'").scalar():
+                # This transaction holds fb-1: it fails at the block's end, and rolls back.
+                raise RuntimeError("commit failed")
+
+    out = GroupCommitter()._commit(items, commit_fails_with_fb_1)
+    assert len(out) == 3
+    assert isinstance(out[1], RuntimeError)
+    with committed_db.session_scope() as s:
+        stored = dict(s.execute(select(Callback.group_id, Callback.id).where(Callback.group_id.like("fb-%"))).all())
+    assert set(stored) == {"fb-0", "fb-2"}
+    assert (out[0].outcome, out[0].callback_id) == ("stored", stored["fb-0"])
+    assert (out[2].outcome, out[2].callback_id) == ("stored", stored["fb-2"])
