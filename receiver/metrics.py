@@ -58,10 +58,28 @@ class Metrics:
             ["endpoint", "status"], registry=r,
         )
 
+        # The labelled children of the two per-request metrics, by label values: `labels()`
+        # takes the metric's lock and builds a key every time (4 µs of the 5.5 a callback spent
+        # on metrics). Bounded as the metrics themselves are (a few outcomes, routes, statuses).
+        self._callback_children: dict[tuple[str, str], tuple] = {}
+        self._http_children: dict[tuple[str, int], object] = {}
+
     def callback_handled(self, command: str, outcome: str, seconds: float) -> None:
         label = command if command in KNOWN_COMMANDS else ("" if not command else "other")
-        self.callbacks.labels(command=label, outcome=outcome).inc()
-        self.callback_latency.labels(outcome=outcome).observe(seconds)
+        children = self._callback_children.get((label, outcome))
+        if children is None:
+            children = self._callback_children[(label, outcome)] = (
+                self.callbacks.labels(command=label, outcome=outcome), self.callback_latency.labels(outcome=outcome))
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def http_request(self, endpoint: str, status: int) -> None:
+        """Count one served request (`receiver_http_requests_total`)."""
+        child = self._http_children.get((endpoint, status))
+        if child is None:
+            child = self._http_children[(endpoint, status)] = self.http_requests.labels(endpoint=endpoint,
+                                                                                        status=str(status))
+        child.inc()
 
 
 class DatabaseCollector:

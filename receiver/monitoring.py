@@ -46,7 +46,7 @@ def finished(metrics, endpoint: str, method: str, path: str, status: int, starte
              remote_addr: str | None, fields: dict | None) -> None:
     """Count a served request and write its access line (the one line a request gets)."""
     if metrics is not None:
-        metrics.http_requests.labels(endpoint=endpoint, status=str(status)).inc()
+        metrics.http_request(endpoint, status)
     # The path only: query strings may carry a Sign or a dashboard token.
     level = logging.DEBUG if path in _QUIET_PATHS else logging.INFO
     if log.isEnabledFor(level):
