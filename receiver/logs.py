@@ -12,10 +12,11 @@ import re
 import sys
 import threading
 import time
-import uuid
 import weakref
 from datetime import datetime, timezone
 from typing import TextIO
+
+from receiver.randomness import random_bytes
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
@@ -36,7 +37,7 @@ def request_id_from(header: str | None) -> str:
     """The caller's X-Request-ID when it is short and plain, else a fresh one (never echo junk)."""
     if header and _SANE_REQUEST_ID.fullmatch(header.strip()):
         return header.strip()
-    return uuid.uuid4().hex
+    return random_bytes(16).hex()
 
 
 class RequestIdFilter(logging.Filter):
