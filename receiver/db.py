@@ -102,6 +102,7 @@ class Database:
         # connection the server has closed meanwhile fails its batch, which the committer runs
         # again once on a new connection (GroupCommitter). SQLite has no server to lose.
         self._batch_engine: Engine | None = None
+        self._batch_connections: list[Connection] = []
         if session_factory is None and not is_sqlite(self.engine):
             self._batch_engine = make_engine(url, pool_pre_ping=False, pool_size=2, max_overflow=4)
 
@@ -110,15 +111,32 @@ class Database:
         """A connection in a new transaction, committed when the block ends, rolled back on an error.
 
         For the callback group committer: a bare Connection costs less than a Session around
-        it, on a path that runs once per batch. With a session factory of its own (the tests'
-        sessions, inside an outer transaction), a session's connection, committed through it.
+        it, on a path that runs once per batch. On PostgreSQL the Connection itself is kept
+        between batches (checked out from the pool, closed and opened for every batch, it cost
+        about 30 µs of a batch of one): one taken from an idle list, back on it when its
+        transaction has ended, closed instead when it was invalidated (a lost server) or could
+        not be rolled back. With a session factory of its own (the tests' sessions, inside an
+        outer transaction), a session's connection, committed through it.
         """
         if self._session_factory_given:
             with self.session_scope() as session:
                 yield session.connection()
-        else:
-            with (self._batch_engine or self.engine).begin() as conn:
+        elif self._batch_engine is None:
+            with self.engine.begin() as conn:
                 yield conn
+        else:
+            try:
+                conn = self._batch_connections.pop()  # atomic: two callers never share one
+            except IndexError:
+                conn = self._batch_engine.connect()
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                if conn.invalidated or conn.in_transaction():
+                    conn.close()
+                else:
+                    self._batch_connections.append(conn)
 
     @contextlib.contextmanager
     def session_scope(self) -> Iterator[Session]:
@@ -136,6 +154,9 @@ class Database:
     def dispose(self) -> None:
         self.engine.dispose()
         if self._batch_engine is not None:
+            while self._batch_connections:
+                with contextlib.suppress(Exception):  # a lost server's connection may not close cleanly
+                    self._batch_connections.pop().close()
             self._batch_engine.dispose()
 
 

@@ -101,8 +101,8 @@ def test_a_connection_the_server_closed_is_replaced_without_an_outage(committed_
     committer = GroupCommitter(is_outage=lambda exc: isinstance(exc, OperationalError))
     transaction = committed_db.batch_transaction
     assert committer.record(accepted("before-restart"), transaction).outcome == "stored"
-    with committed_db._batch_engine.connect() as pooled:  # the connection the next batch will get
-        pid = pooled.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    with committed_db.batch_transaction() as kept:  # the connection the next batch will get
+        pid = kept.exec_driver_sql("SELECT pg_backend_pid()").scalar()
     with committed_db.engine.connect() as other:
         assert other.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})").scalar() is True
     results, errors = run_concurrently(committer, transaction, [accepted(f"after-restart-{i}") for i in range(4)])
@@ -134,3 +134,47 @@ def test_after_a_failed_batch_each_callback_gets_its_own_commits_result(committe
     assert set(stored) == {"fb-0", "fb-2"}
     assert (out[0].outcome, out[0].callback_id) == ("stored", stored["fb-0"])
     assert (out[2].outcome, out[2].callback_id) == ("stored", stored["fb-2"])
+
+
+def test_batches_keep_their_connection_unless_it_was_lost(committed_db, backend):
+    if backend.name != "postgresql":
+        pytest.skip("SQLite batches use the engine's own connection")
+
+    def backend_pid() -> int:
+        with committed_db.batch_transaction() as conn:
+            return conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+
+    first = backend_pid()
+    assert backend_pid() == first  # the same server connection, batch after batch
+    with pytest.raises(RuntimeError), committed_db.batch_transaction() as conn:
+        conn.exec_driver_sql("CREATE TEMPORARY TABLE rolled_back (x int)")
+        raise RuntimeError("a batch that fails is rolled back")
+    assert backend_pid() == first  # rolled back: still fit for the next batch
+    with committed_db.batch_transaction() as conn:  # nothing of the failed batch remains
+        assert conn.exec_driver_sql("SELECT to_regclass('pg_temp.rolled_back')").scalar() is None
+    with committed_db.engine.connect() as other:
+        other.exec_driver_sql(f"SELECT pg_terminate_backend({int(first)})")
+    with pytest.raises(OperationalError), committed_db.batch_transaction() as conn:
+        conn.exec_driver_sql("SELECT 1")
+    assert backend_pid() != first  # the lost one was dropped, not handed to the next batch
+
+
+def test_two_batches_at_once_never_share_a_connection(committed_db, backend):
+    if backend.name != "postgresql":
+        pytest.skip("SQLite batches use the engine's own connection")
+    inside, release = threading.Barrier(2), threading.Event()
+    pids: list[int] = []
+
+    def batch() -> None:
+        with committed_db.batch_transaction() as conn:
+            pids.append(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar())
+            inside.wait(10)
+            release.wait(10)
+
+    threads = [threading.Thread(target=batch) for _ in range(2)]
+    for t in threads:
+        t.start()
+    release.set()
+    for t in threads:
+        t.join(30)
+    assert len(pids) == 2 and pids[0] != pids[1]
