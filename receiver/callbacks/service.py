@@ -122,7 +122,7 @@ def store_many(conn: Connection, items: Sequence[Accepted], *, now: datetime | N
     stored, candidate_rows = bulk_insert_and_query(
         conn, Callback.__table__, list(rows.values()), skip_conflicts="dedupe_key", returning=("dedupe_key", "id"),
         query=CANDIDATES_QUERY[conn.dialect.name], query_width=CANDIDATES_WIDTH,
-        params=candidates_params(conn.dialect, ((item.meta.sdkappid, item.data["group_id"]) for item in items)))
+        params=candidates_params((item.meta.sdkappid, item.data["group_id"]) for item in items))
     inserted = dict(stored)
     candidates = candidates_from_rows(conn.dialect, candidate_rows)
     # Redeliveries: of an event stored earlier, or repeated within this batch.
