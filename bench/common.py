@@ -108,9 +108,10 @@ def db_exists(db: str) -> bool:
     return psql(f"SELECT 1 FROM pg_database WHERE datname = '{db}'").strip() == "1"
 
 
-def migrate(database_url: str) -> None:
+def migrate(database_url: str, tree: Path = ROOT) -> None:
+    """Bring the database to `tree`'s schema, by that tree's own CLI (another checkout may differ)."""
     env = service_env(database_url)
-    out = subprocess.run([str(BIN / "flask"), "--app", "app", "db", "upgrade"], cwd=ROOT, env=env,
+    out = subprocess.run([str(BIN / "flask"), "--app", "app", "db", "upgrade"], cwd=tree, env=env,
                          capture_output=True, text=True, timeout=300)
     if out.returncode != 0:
         raise RuntimeError(f"migration failed: {out.stderr[-2000:]}")
@@ -141,9 +142,9 @@ class Processes:
         self.logdir = logdir
         self.procs: list[tuple[str, subprocess.Popen]] = []
 
-    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
-        logf = open(self.logdir / f"{name}.log", "ab")
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=logf, stderr=subprocess.STDOUT,
+    def start(self, name: str, argv: list[str], env: dict[str, str], cwd: Path = ROOT) -> subprocess.Popen:
+        logf = open(self.logdir / f"{name.replace('/', '_')}.log", "ab")
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=logf, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         logf.close()
         self.procs.append((name, proc))
@@ -178,10 +179,11 @@ class Processes:
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
 
 
-def gunicorn(procs: Processes, name: str, app: str, port: int, env: dict[str, str]) -> subprocess.Popen:
-    """Serve `app` with the project's gunicorn.conf.py (the same workers and threads for every app)."""
+def gunicorn(procs: Processes, name: str, app: str, port: int, env: dict[str, str],
+             tree: Path = ROOT) -> subprocess.Popen:
+    """Serve `app` with the tree's gunicorn.conf.py (this project's: the same workers and threads for every app)."""
     env = {**env, "PORT": str(port), "HOST": "127.0.0.1"}
-    return procs.start(name, [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", app], env)
+    return procs.start(name, [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", app], env, cwd=tree)
 
 
 def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 60, ok=(200,)) -> None:

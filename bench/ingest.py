@@ -100,10 +100,11 @@ def run_wrk(port: int, *, seconds: float, connections: int, threads: int, prefix
 
 class Target:
     def __init__(self, name: str, app: str, database_url: str | None, kind: str, *, env: dict | None = None,
-                 diagnostic: str | None = None) -> None:
+                 diagnostic: str | None = None, tree: Path = common.ROOT) -> None:
         self.name, self.app, self.database_url, self.kind = name, app, database_url, kind
         self.env = env or {}
         self.diagnostic = diagnostic
+        self.tree = tree  # the checkout it is served from (`--compare`)
         self.port = common.free_port()
         self.proc = None
         self.rounds: list[dict] = []
@@ -291,6 +292,14 @@ def run(args) -> dict:
             targets.append(Target("pg_quiet", "wsgi:app", common.pg_url("bench_ingest_quiet"), "pg",
                                   env={"LOG_LEVEL": "WARNING"},
                                   diagnostic="DIAGNOSTIC: LOG_LEVEL=WARNING (cost of the per-callback INFO lines)"))
+        # --compare TREE …: the pg target served from other checkouts too, each with its own
+        # database migrated by its own CLI, for an A/B of code in one run (same machine, same drift).
+        compared = [Path(tree).resolve() for tree in (args.compare or [])]
+        for n, tree in enumerate(compared, 1):
+            common.create_db(f"bench_ingest_cmp{n}")
+            common.migrate(common.pg_url(f"bench_ingest_cmp{n}"), tree)
+            targets.append(Target(f"pg@{n}", "wsgi:app", common.pg_url(f"bench_ingest_cmp{n}"), "pg", tree=tree,
+                                  diagnostic=f"A/B: the pg target served from {tree}"))
         if args.sqlite:
             url = f"sqlite:///{wd}/ingest.db"
             common.migrate(url)
@@ -298,14 +307,17 @@ def run(args) -> dict:
         for t in targets:
             env = common.service_env(t.database_url or "sqlite:///" + str(wd / "unused.db"),
                                      SPOOL_DIR=str(wd / f"spool-{t.name}"), **t.env)
-            t.proc = common.gunicorn(procs, t.name, t.app, t.port, env)
+            t.proc = common.gunicorn(procs, t.name, t.app, t.port, env, tree=t.tree)
         for t in targets:
             common.wait_http(f"http://127.0.0.1:{t.port}/healthz", t.proc)
         log("ingest: warming up every target (3 s each)")
         for t in targets:
             run_wrk(t.port, seconds=3, connections=args.connections, threads=args.wrk_threads, prefix=f"w{t.name}")
         for r in range(args.rounds):
-            for t in targets:
+            # With --compare, every other round serves the targets in the opposite order, so that a
+            # drift within a round does not favour the tree that comes first.
+            order = targets if not compared or r % 2 == 0 else targets[:1] + targets[:0:-1]
+            for t in order:
                 if t.name != "pg_1m":
                     t.empty()
                 if t.kind == "pg":
@@ -367,6 +379,14 @@ def run(args) -> dict:
                 k: round(median([x["cpu_ms_per_request"][k] for x in t.rounds]), 3) for k in t.rounds[0]["cpu_ms_per_request"]}
             if t.diagnostic:
                 entry["diagnostic"] = t.diagnostic
+            if t.tree != common.ROOT and "pg" in summary:
+                pg_rps = summary["pg"]["rps_per_round"]
+                relative = [x["rps"] / p for x, p in zip(t.rounds, pg_rps)]
+                entry["tree"] = str(t.tree)
+                entry["relative_to_pg_per_round"] = [round(v, 3) for v in relative]
+                entry["relative_to_pg_median"] = round(median(relative), 3)
+                log(f"ingest: {t.name} ({t.tree}) / pg (this tree): median {entry['relative_to_pg_median']}, "
+                    f"per round {' '.join(f'{v:.2f}' for v in relative)}")
             summary[t.name] = entry
         results["targets"] = summary
         if "pg" in summary:
@@ -382,6 +402,7 @@ def run(args) -> dict:
             results["profile_pg"] = profile(pg, procs, wd, seconds=int(args.seconds), connections=args.connections,
                                             threads=args.wrk_threads)
     if not args.keep:
-        for db in ("bench_ingest", "bench_ingest_1m", "bench_ingest_nosync", "bench_ingest_quiet"):
+        for db in ("bench_ingest", "bench_ingest_1m", "bench_ingest_nosync", "bench_ingest_quiet",
+                   *(f"bench_ingest_cmp{n}" for n in range(1, len(args.compare or []) + 1))):
             common.drop_db(db)
     return results

@@ -37,7 +37,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="dispatch: DISPATCH_CONCURRENCY for the worker (default: the service's, 32)")
     p.add_argument("--requests", type=int, default=300, help="query: sequential requests per endpoint")
     p.add_argument("--compare", nargs="*", metavar="TREE",
-                   help="cost: other checkouts (e.g. git worktrees) to count alongside this one")
+                   help="cost: other checkouts (e.g. git worktrees) to count alongside this one; "
+                        "ingest: serve the pg target from them too, in the same rounds (an A/B of code)")
     p.add_argument("--cost-requests", type=int, default=100, help="cost: N, for runs of N and 4 × N callbacks")
     p.add_argument("--reseed", action="store_true", help="rebuild the 1,000,000-row template database")
     p.add_argument("--keep", action="store_true", help="keep the work directory and databases (debugging)")
