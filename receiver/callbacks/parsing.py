@@ -42,11 +42,17 @@ def _no_duplicate_keys(pairs):
     return obj
 
 
+# One decoder for every body: json.loads builds a new one whenever it is given a hook.
+_decoder = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys)
+
+
 def validate_body(raw: bytes, query_command: str | None) -> Parsed | Refused:
     """Decode and validate a callback body; say why when it cannot be accepted."""
     try:
         text = raw.decode("utf-8")
-        body = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+        if text.startswith("\ufeff"):  # as json.loads refuses it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        body = _decoder.decode(text)
     except UnicodeDecodeError:
         return Refused("body is not valid UTF-8")
     except RecursionError:
