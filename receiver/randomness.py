@@ -17,13 +17,16 @@ _buffer = bytearray()
 
 
 def random_bytes(n: int) -> bytes:
-    """`n` (at most 4096) bytes from the OS's random source."""
+    """`n` bytes from the OS's random source (straight from it when more than a buffer's worth)."""
     global _buffer
+    if n > _CHUNK:
+        return os.urandom(n)
     with _lock:
         if len(_buffer) < n:
             _buffer = bytearray(os.urandom(_CHUNK))
-        out = bytes(_buffer[-n:])
-        del _buffer[-n:]
+        cut = len(_buffer) - n
+        out = bytes(_buffer[cut:])
+        del _buffer[cut:]
     return out
 
 

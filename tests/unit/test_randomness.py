@@ -29,6 +29,10 @@ def test_no_bytes_are_handed_out_twice_across_threads_and_refills():
     assert len(set(seen)) == len(seen)
 
 
+def test_any_size_is_served_whole():
+    assert [len(randomness.random_bytes(n)) for n in (0, 1, 4095, 4096, 4097, 10000)] == [0, 1, 4095, 4096, 4097, 10000]
+
+
 def test_ulids_stay_unique_and_sortable():
     ids = [new_id() for _ in range(5000)]
     assert len(set(ids)) == len(ids) and all(len(i) == 26 for i in ids)
