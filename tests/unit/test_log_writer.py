@@ -97,7 +97,10 @@ def test_close_writes_what_is_queued_and_later_lines_go_straight_out(writer_logg
 
 def test_a_format_error_is_reported_and_does_not_stop_later_lines(writer_logger, capsys):
     logger, writer, stream = writer_logger
-    logger.info("%d", "not a number")  # logging reports it on stderr, as for any handler
+    # Straight to the handler: pytest's own log capture would raise on the bad record first.
+    bad = logging.makeLogRecord({"msg": "%d", "args": ("not a number",), "levelno": logging.INFO,
+                                 "levelname": "INFO"})
+    writer.handle(bad)  # reported on stderr, as logging reports it for any handler
     logger.info("fine")
     writer.flush()
     assert stream.getvalue() == "INFO fine\n"
