@@ -295,10 +295,11 @@ def run(args) -> dict:
         # --compare TREE …: the pg target served from other checkouts too, each with its own
         # database migrated by its own CLI, for an A/B of code in one run (same machine, same drift).
         compared = [Path(tree).resolve() for tree in (args.compare or [])]
-        for n, tree in enumerate(compared, 1):
-            common.create_db(f"bench_ingest_cmp{n}")
-            common.migrate(common.pg_url(f"bench_ingest_cmp{n}"), tree)
-            targets.append(Target(f"pg@{n}", "wsgi:app", common.pg_url(f"bench_ingest_cmp{n}"), "pg", tree=tree,
+        compared_dbs = [f"bench_ingest_cmp{n}" for n in range(1, len(compared) + 1)]
+        for n, (tree, db) in enumerate(zip(compared, compared_dbs), 1):
+            common.create_db(db)
+            common.migrate(common.pg_url(db), tree)
+            targets.append(Target(f"pg@{n}", "wsgi:app", common.pg_url(db), "pg", tree=tree,
                                   diagnostic=f"A/B: the pg target served from {tree}"))
         if args.sqlite:
             url = f"sqlite:///{wd}/ingest.db"
@@ -402,7 +403,6 @@ def run(args) -> dict:
             results["profile_pg"] = profile(pg, procs, wd, seconds=int(args.seconds), connections=args.connections,
                                             threads=args.wrk_threads)
     if not args.keep:
-        for db in ("bench_ingest", "bench_ingest_1m", "bench_ingest_nosync", "bench_ingest_quiet",
-                   *(f"bench_ingest_cmp{n}" for n in range(1, len(args.compare or []) + 1))):
+        for db in ("bench_ingest", "bench_ingest_1m", "bench_ingest_nosync", "bench_ingest_quiet", *compared_dbs):
             common.drop_db(db)
     return results

@@ -14,7 +14,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
-
 from urllib.parse import parse_qsl
 
 from flask import Flask
