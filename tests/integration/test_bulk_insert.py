@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 
 from receiver.models import Callback, CallbackState, Dismissal, GroupMember, Source, Status, new_id
-from receiver.sqlutil import bulk_insert, bulk_insert_and_query, bulk_insert_chain
+from receiver.sqlutil import bulk_insert, bulk_insert_and_query, bulk_insert_chain, bulk_insert_linked
 from tests.conftest import TEST_SDKAPPID
 
 WHEN = datetime(2026, 11, 29, 23, 59, 59, 123456, tzinfo=timezone.utc)
@@ -165,3 +165,55 @@ def test_a_driver_error_arrives_as_sqlalchemys_without_the_rows_in_its_message(d
     assert isinstance(caught.value.orig, Exception) and not caught.value.connection_invalidated
     assert "value too long" in str(caught.value)
     assert secret_body.hex() not in str(caught.value)  # the rows' JSON document is not in the message
+
+
+def linked_rows(key: str, group_id: str | None = None) -> tuple[dict, dict, list[dict]]:
+    cb = callback_row(key, group_id=group_id or f"g-{key}")
+    d = dict(id=new_id(), group_id=cb["group_id"], sdkappid=TEST_SDKAPPID, source=Source.EXTERNAL,
+             status=Status.CONFIRMED, callback_id=cb["id"], confirmed_at=WHEN, attempts=0, probes=0,
+             redispatches=0, updated_at=WHEN)
+    members = [dict(dismissal_id=d["id"], callback_id=cb["id"], group_id=cb["group_id"], account=a) for a in "ab"]
+    return cb, d, members
+
+
+def insert_linked(session, parts, only_if="true"):
+    return bulk_insert_linked(
+        session.connection(), Callback.__table__, [cb for cb, _, _ in parts], skip_conflicts="dedupe_key",
+        only_if=only_if, key="id", dependents=[(Dismissal.__table__, [d for _, d, _ in parts], "callback_id"),
+                                               (GroupMember.__table__, [m for _, _, ms in parts for m in ms],
+                                                "callback_id")])
+
+
+def test_linked_rows_go_in_with_the_row_they_point_at_or_not_at_all(db, backend):
+    if backend.name != "postgresql":
+        pytest.skip("bulk_insert_linked is PostgreSQL's (the one-statement path)")
+    stored = linked_rows("l-stored")
+    with db.session_scope() as session:
+        assert insert_linked(session, [stored]) == [stored[0]["id"]]
+    fresh, again, refused = linked_rows("l-fresh"), linked_rows("l-stored"), linked_rows("l-refused", "no-thanks")
+    with db.session_scope() as session:
+        # A conflict (l-stored again) and a row the condition refuses are skipped with what points at them.
+        got = insert_linked(session, [fresh, again, refused], only_if="batch.group_id <> 'no-thanks'")
+    assert got == [fresh[0]["id"]]
+    with db.session_scope() as session:
+        assert sorted(session.scalars(select(Callback.dedupe_key))) == ["l-fresh", "l-stored"]
+        assert set(session.scalars(select(Dismissal.callback_id))) == {stored[0]["id"], fresh[0]["id"]}
+        assert sorted(session.scalars(select(GroupMember.callback_id))) == sorted([stored[0]["id"]] * 2 +
+                                                                                  [fresh[0]["id"]] * 2)
+
+
+def test_linked_rows_are_one_statement_all_or_nothing(db, backend):
+    if backend.name != "postgresql":
+        pytest.skip("bulk_insert_linked is PostgreSQL's (the one-statement path)")
+    good, bad = linked_rows("l-good"), linked_rows("l-bad")
+    bad[2][0]["account"] = "x" * 1000  # too long for its column: the last table's insert fails
+    with pytest.raises(DBAPIError, match="value too long"), db.session_scope() as session:
+        insert_linked(session, [good, bad])
+    nobody = linked_rows("l-nobody")
+    with db.session_scope() as session:  # no dependents' rows at all: the same statement, empty documents
+        got = bulk_insert_linked(session.connection(), Callback.__table__, [nobody[0]], skip_conflicts="dedupe_key",
+                                 only_if="true", key="id", dependents=[(Dismissal.__table__, [], "callback_id")])
+    assert got == [nobody[0]["id"]]
+    with db.session_scope() as session:
+        assert list(session.scalars(select(Callback.dedupe_key))) == ["l-nobody"]
+        assert session.scalar(select(func.count()).select_from(GroupMember)) == 0

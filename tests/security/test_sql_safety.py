@@ -27,6 +27,16 @@ ALLOWED = {
         "RETURNING column names quoted by the dialect, NULL padding; no value",
     ("receiver/sqlutil.py", 'f"WITH i AS ({plan.sql()}), q AS ({query}) {sides}"'):
         "_plan's INSERT text and the caller's fixed query text (CANDIDATES_QUERY); every value is bound",
+    # bulk_insert_linked's statement: quoted Table identifiers, the caller's fixed condition
+    # (matching.NO_CANDIDATE) and one %s per table for its rows' JSON document.
+    ("receiver/sqlutil.py", 'f"batch AS (SELECT * FROM {rows})"'):
+        "`rows` is json_populate_recordset over a quoted table name and a %s placeholder",
+    ("receiver/sqlutil.py", 'f"i AS (INSERT INTO {name} ({names}) SELECT {names} FROM batch WHERE {only_if} "\n                        f"ON CONFLICT ({quote(extra)}) DO NOTHING RETURNING {quote(key)})"'):
+        "identifiers quoted by the dialect and the caller's fixed condition text (NO_CANDIDATE)",
+    ("receiver/sqlutil.py", 'f"d{n} AS (INSERT INTO {name} ({names}) SELECT {names} FROM {rows} AS r "\n                        f"WHERE r.{quote(extra)} IN (SELECT {quote(key)} FROM i))"'):
+        "a CTE number, identifiers quoted by the dialect, a %s placeholder",
+    ("receiver/sqlutil.py", 'f"WITH {\', \'.join(ctes)} SELECT {quote(key)} FROM i"'):
+        "joins the CTE texts above and a quoted column name; no value",
 }
 
 
