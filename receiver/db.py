@@ -112,8 +112,15 @@ class Database:
         # again once on a new connection (GroupCommitter). SQLite has no server to lose.
         self._batch_engine: Engine | None = None
         self._batch_connections: list[Connection] = []
+        self._statement_connections: list[Connection] = []
         if session_factory is None and not is_sqlite(self.engine):
             self._batch_engine = make_engine(url, pool_pre_ping=False, pool_size=2, max_overflow=4)
+
+    @property
+    def has_batch_statements(self) -> bool:
+        """Whether `batch_statement` is available: PostgreSQL, on a pool of our own (not the tests'
+        outer-transaction sessions)."""
+        return self._batch_engine is not None
 
     @contextlib.contextmanager
     def batch_transaction(self) -> Iterator[Connection]:
@@ -134,18 +141,47 @@ class Database:
             with self.engine.begin() as conn:
                 yield conn
         else:
-            try:
-                conn = self._batch_connections.pop()  # atomic: two callers never share one
-            except IndexError:
-                conn = self._batch_engine.connect()
+            conn = self._take(self._batch_connections)
             try:
                 with conn.begin():
                     yield conn
             finally:
-                if conn.invalidated or conn.in_transaction():
-                    conn.close()
-                else:
-                    self._batch_connections.append(conn)
+                self._give_back(self._batch_connections, conn)
+
+    @contextlib.contextmanager
+    def batch_statement(self) -> Iterator[Connection]:
+        """A connection in autocommit, where each statement is a transaction of its own.
+
+        For the group committer's one-statement path (`store_unmatched`): no BEGIN and no
+        COMMIT round trips around it. PostgreSQL only (`has_batch_statements`). Kept between
+        batches like `batch_transaction`'s, on an idle list of their own: a connection keeps its
+        mode for its life, instead of switching it (psycopg's switch is itself a call that can
+        fail on a lost connection).
+        """
+        if self._batch_engine is None:
+            raise RuntimeError("batch statements need PostgreSQL and the batch pool (has_batch_statements)")
+        conn = self._take(self._statement_connections, autocommit=True)
+        try:
+            yield conn
+        finally:
+            self._give_back(self._statement_connections, conn)
+
+    def _take(self, idle: list[Connection], *, autocommit: bool = False) -> Connection:
+        try:
+            return idle.pop()  # atomic: two callers never share one
+        except IndexError:
+            conn = self._batch_engine.connect()
+            if autocommit:  # set on the driver's connection now; reset by the pool when it is closed
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+            return conn
+
+    @staticmethod
+    def _give_back(idle: list[Connection], conn: Connection) -> None:
+        """Back on the idle list, unless lost (invalidated) or left in a transaction it could not end."""
+        if conn.invalidated or conn.in_transaction():
+            conn.close()
+        else:
+            idle.append(conn)
 
     @contextlib.contextmanager
     def session_scope(self) -> Iterator[Session]:
@@ -163,9 +199,10 @@ class Database:
     def dispose(self) -> None:
         self.engine.dispose()
         if self._batch_engine is not None:
-            while self._batch_connections:
-                with contextlib.suppress(Exception):  # a lost server's connection may not close cleanly
-                    self._batch_connections.pop().close()
+            for idle in (self._batch_connections, self._statement_connections):
+                while idle:
+                    with contextlib.suppress(Exception):  # a lost server's connection may not close cleanly
+                        idle.pop().close()
             self._batch_engine.dispose()
 
 

@@ -162,6 +162,7 @@ class CallbackEndpoint:
         self.outage = outage
         self.spool = spool
         self.drainer = drainer
+        self._statement = database.batch_statement if database.has_batch_statements else None
 
     def __call__(self, environ: dict, start_response) -> Iterable[bytes]:
         started = time.perf_counter()
@@ -259,7 +260,7 @@ class CallbackEndpoint:
                                     "dismissal_id": record.dismissal_id, "matched_request": record.matched_request})
 
     def _record(self, item):
-        return self.committer.record(item, self.database.batch_transaction)
+        return self.committer.record(item, self.database.batch_transaction, self._statement)
 
 
 def mount(app: Flask, endpoint: CallbackEndpoint) -> None:

@@ -1,27 +1,30 @@
-"""Group commit: callbacks arriving together are stored in one transaction, each answered after it.
+"""Group commit: callbacks arriving together are stored together, each answered after its commit.
 
-Built on `LeaderBatcher`: the leading request thread stores the whole batch with one
-`store_many` in a transaction of its own. When a batch fails, its callbacks are retried one by
-one, so one bad callback cannot fail its neighbours; a database outage fails them all, and each
-request thread spools its own callback.
+Built on `LeaderBatcher`: the leading request thread stores the whole batch for everyone. On
+PostgreSQL it first stores, in one autocommitted statement (`store_unmatched`), the callbacks
+that no dismissal of ours awaits, which is most of them; whatever is left (redeliveries, and
+callbacks a dismissal of ours may await) goes through `store_many` in a transaction of its own.
+When that transaction fails, its callbacks are retried one by one, so one bad callback cannot
+fail its neighbours; a database outage fails the callbacks not yet stored, and each of their
+request threads spools its own callback.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Callable, ContextManager
+from typing import Callable, ContextManager, Sequence
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
 from receiver.batching import LeaderBatcher
-from receiver.callbacks.service import Accepted, RecordResult, store_many
+from receiver.callbacks.service import Accepted, RecordResult, store_many, store_unmatched
 
 log = logging.getLogger(__name__)
 
-# Opens a transaction: yields its connection, commits when the block ends, rolls back on an
-# error (`Database.batch_transaction`).
-Transaction = Callable[[], ContextManager[Connection]]
+# Opens a connection (`Database.batch_transaction`: in a transaction, committed when the block
+# ends and rolled back on an error; `Database.batch_statement`: in autocommit).
+Opener = Callable[[], ContextManager[Connection]]
 
 
 class GroupCommitter:
@@ -37,45 +40,70 @@ class GroupCommitter:
     def recorded(self) -> int:
         return self._batcher.items
 
-    def record(self, item: Accepted, transaction: Transaction) -> RecordResult:
-        """Record `item` (in some batch) and return its result once committed; raise its error."""
-        return self._batcher.submit(item, lambda batch: self._commit(batch, transaction))
+    def record(self, item: Accepted, transaction: Opener, statement: Opener | None = None) -> RecordResult:
+        """Record `item` (in some batch) and return its result once committed; raise its error.
 
-    def _commit(self, batch: list[Accepted], transaction: Transaction) -> list:
+        `statement`, where the database has it (`Database.has_batch_statements`), opens the
+        autocommit connection of the one-statement path.
+        """
+        return self._batcher.submit(item, lambda batch: self._commit(batch, transaction, statement))
+
+    def _commit(self, batch: list[Accepted], transaction: Opener, statement: Opener | None = None) -> list:
+        results: list = [None] * len(batch)
+        if statement is not None:
+            try:
+                results = self._run(statement, store_unmatched, batch)
+            except Exception as exc:
+                if self._is_outage(exc):
+                    raise
+                # The transaction path takes them all. Failed before its statement committed,
+                # it stored nothing; after (a bug of ours), the transaction path finds its
+                # callbacks stored and answers them as redeliveries: never stored twice.
+                log.warning("group commit: the one-statement path failed; the batch goes through a transaction",
+                            extra={"error": type(exc).__name__, "callbacks": len(batch)})
+        rest = [i for i, result in enumerate(results) if result is None]
+        if rest:
+            for i, result in zip(rest, self._in_transactions([batch[i] for i in rest], transaction)):
+                results[i] = result
+        return results
+
+    def _in_transactions(self, batch: list[Accepted], transaction: Opener) -> list:
+        """`store_many` for `batch` in one transaction; one by one if that fails (not for an outage)."""
         try:
-            return self._record(batch, transaction)
-        except BaseException as exc:
+            return self._run(transaction, store_many, batch)
+        except Exception as exc:
             if self._is_outage(exc) or len(batch) == 1:
-                raise
+                return [exc] * len(batch)
         out: list = []
         for item in batch:  # isolate the one that broke the batch
             try:
                 with transaction() as conn:
                     result = store_many(conn, [item])[0]
-            except BaseException as exc:  # noqa: BLE001 - handed to that item's caller
+            except Exception as exc:  # noqa: BLE001 - handed to that item's caller
                 out.append(exc)
             else:  # only once its transaction has committed
                 out.append(result)
         return out
 
     @staticmethod
-    def _record(batch: list[Accepted], transaction: Transaction) -> list:
-        """`store_many` once more on a new connection if the first one had been closed by the server.
+    def _run(open_connection: Opener, store: Callable[[Connection, Sequence[Accepted]], list],
+             batch: list[Accepted]) -> list:
+        """`store` once more on a new connection if the first one had been closed by the server.
 
         The committer's pool does not ping connections before use (see `Database`). A connection
         dropped since its last batch (a database restart, a proxy's idle timeout) fails at its
         first statement, and SQLAlchemy then discards the pool's other connections of that age
-        too. Had it been lost during COMMIT instead, the second run finds the callbacks stored
-        and answers them as redeliveries (each counted once too often as a duplicate): a
+        too. Had it been lost during the commit instead, the second run finds the callbacks
+        stored and answers them as redeliveries (each counted once too often as a duplicate): a
         callback is still never stored twice.
         """
         try:
-            with transaction() as conn:
-                return store_many(conn, batch)
+            with open_connection() as conn:
+                return store(conn, batch)
         except DBAPIError as exc:
             if not exc.connection_invalidated:
                 raise
             log.warning("group commit: the server had closed the connection; batch run again on a new one",
                         extra={"error": type(exc.orig).__name__, "callbacks": len(batch)})
-        with transaction() as conn:
-            return store_many(conn, batch)
+        with open_connection() as conn:
+            return store(conn, batch)

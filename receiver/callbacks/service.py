@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from receiver.dismissals.matching import (
     CANDIDATES_QUERY,
     CANDIDATES_WIDTH,
+    NO_CANDIDATE,
     candidates_from_rows,
     candidates_params,
     external_dismissal_row,
@@ -21,7 +22,7 @@ from receiver.dismissals.matching import (
 )
 from receiver.models import Callback, CallbackState, Dismissal, GroupMember, new_id, utcnow
 from receiver.schemas.tencent import event_time_from_ms
-from receiver.sqlutil import bulk_insert_and_query, bulk_insert_chain
+from receiver.sqlutil import bulk_insert_and_query, bulk_insert_chain, bulk_insert_linked
 from receiver.textsafety import storable
 
 
@@ -94,6 +95,20 @@ def _callback_row(item: Accepted, callback_id: str, key: str) -> dict[str, Any]:
     )  # quarantine_reason, last_duplicate_at and the replay columns start NULL
 
 
+def _member_rows(item: Accepted, dismissal_id: str, callback_id: str) -> list[dict[str, Any]]:
+    group_id = item.data["group_id"]
+    return [{"dismissal_id": dismissal_id, "callback_id": callback_id, "group_id": group_id, "account": m["account"]}
+            for m in item.data.get("members") or ()]
+
+
+def _first_of(keys: list[str]) -> dict[str, int]:
+    """Each dedupe key's first position in the batch (later ones are redeliveries)."""
+    first_of: dict[str, int] = {}
+    for index, key in enumerate(keys):
+        first_of.setdefault(key, index)
+    return first_of
+
+
 def record_many(session: Session, items: Sequence[Accepted], *, now: datetime | None = None) -> list[RecordResult]:
     """Store and match validated callbacks in one transaction (`store_many`); commit."""
     results = store_many(session.connection(), items, now=now)
@@ -110,9 +125,7 @@ def store_many(conn: Connection, items: Sequence[Accepted], *, now: datetime | N
     """
     now = now or utcnow()
     keys = [item.key for item in items]
-    first_of: dict[str, int] = {}
-    for index, key in enumerate(keys):
-        first_of.setdefault(key, index)
+    first_of = _first_of(keys)
     # Keys in sorted order, in every statement: two batches holding the same events never lock
     # them in opposite orders (no deadlock between processes).
     rows = {key: _callback_row(items[first_of[key]], new_id(), key) for key in sorted(first_of)}
@@ -155,14 +168,48 @@ def store_many(conn: Connection, items: Sequence[Accepted], *, now: datetime | N
             dismissal_id = row["id"]
         else:
             dismissal_id = matched
-        members += [{"dismissal_id": dismissal_id, "callback_id": callback_id, "group_id": group_id,
-                     "account": m["account"]} for m in item.data.get("members") or ()]
+        members += _member_rows(item, dismissal_id, callback_id)
         results[i] = RecordResult("stored", callback_id, dismissal_id, matched is not None)
     bulk_insert_chain(conn, [(Dismissal.__table__, externals), (GroupMember.__table__, members)])
     for index, key in enumerate(keys):
         if results[index] is None:
             results[index] = RecordResult("duplicate", existing[key])
     return results  # type: ignore[return-value]
+
+
+def store_unmatched(conn: Connection, items: Sequence[Accepted], *,
+                    now: datetime | None = None) -> list[RecordResult | None]:
+    """PostgreSQL: store, in one statement, each new callback that no dismissal of ours awaits.
+
+    Such a callback is an external dismissal whatever `match_callback` would weigh, so its
+    callback, dismissal and member rows go in together (`bulk_insert_linked`); on a connection
+    in autocommit that statement is the whole transaction, one round trip where `store_many`
+    takes four. Most callbacks a busy app receives are of this kind. The others get None and
+    are left untouched, for `store_many`: redeliveries (of an event stored earlier or earlier
+    in this batch), and callbacks of a group with a dismissal of ours not yet tied to a
+    callback, which `store_many` matches under its locks.
+    """
+    now = now or utcnow()
+    keys = [item.key for item in items]
+    first_of = _first_of(keys)
+    callbacks, dismissals, members = [], [], []
+    for key in sorted(first_of):  # the order `store_many` inserts in (no deadlock between batches)
+        item = items[first_of[key]]
+        callback_id = new_id()
+        callbacks.append(_callback_row(item, callback_id, key))
+        dismissal = external_dismissal_row(sdkappid=item.meta.sdkappid, group_id=item.data["group_id"],
+                                           callback_id=callback_id, now=now)
+        dismissals.append(dismissal)
+        members += _member_rows(item, dismissal["id"], callback_id)
+    inserted = bulk_insert_linked(
+        conn, Callback.__table__, callbacks, skip_conflicts="dedupe_key", only_if=NO_CANDIDATE, key="id",
+        dependents=[(Dismissal.__table__, dismissals, "callback_id"), (GroupMember.__table__, members, "callback_id")])
+    position = {row["id"]: n for n, row in enumerate(callbacks)}
+    results: list[RecordResult | None] = [None] * len(items)
+    for callback_id in inserted:
+        n = position[callback_id]
+        results[first_of[callbacks[n]["dedupe_key"]]] = RecordResult("stored", callback_id, dismissals[n]["id"])
+    return results
 
 
 def record_group_destroyed(

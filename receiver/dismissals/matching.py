@@ -31,6 +31,13 @@ class Candidate:
     requested_at: datetime | None
 
 
+# A dismissal `d` that a callback for its group could confirm: one of ours not yet tied to one.
+CANDIDATE = "d.source = 'api' AND d.callback_id IS NULL"
+# For a callback row `batch` (`sqlutil.bulk_insert_linked`): no dismissal awaits it, so it is an
+# external dismissal whatever `match_callback` would weigh.
+NO_CANDIDATE = ("NOT EXISTS (SELECT 1 FROM dismissals d WHERE d.sdkappid = batch.sdkappid"
+                " AND d.group_id = batch.group_id AND " + CANDIDATE + ")")
+
 # Hot on the callback path (once per group-commit batch): a fixed text on the driver, with the
 # batch's (app, group) pairs as one JSON parameter, costs a fraction of building and compiling
 # the Core select (and psycopg adapts a string for less than a tenth of what two lists cost).
@@ -47,11 +54,11 @@ CANDIDATES_QUERY = {
     "postgresql": "SELECT d.sdkappid, d.group_id, d.id, d.status, d.requested_at"
                   " FROM json_to_recordset(%s::json) AS k(sdkappid bigint, group_id text)"
                   " JOIN dismissals d ON d.sdkappid = k.sdkappid AND d.group_id = k.group_id"
-                  " WHERE d.source = 'api' AND d.callback_id IS NULL ORDER BY d.id FOR NO KEY UPDATE OF d",
+                  " WHERE " + CANDIDATE + " ORDER BY d.id FOR NO KEY UPDATE OF d",
     "sqlite": "SELECT d.sdkappid, d.group_id, d.id, d.status, d.requested_at FROM json_each(?) AS k"
               " JOIN dismissals d ON d.sdkappid = json_extract(k.value, '$.sdkappid')"
               " AND d.group_id = json_extract(k.value, '$.group_id')"
-              " WHERE d.source = 'api' AND d.callback_id IS NULL ORDER BY d.id",
+              " WHERE " + CANDIDATE + " ORDER BY d.id",
 }
 CANDIDATES_WIDTH = 5
 
