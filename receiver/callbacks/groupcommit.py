@@ -1,12 +1,18 @@
 """Group commit: callbacks arriving together are stored together, each answered after its commit.
 
 Built on `LeaderBatcher`: the leading request thread stores the whole batch for everyone. On
-PostgreSQL it first stores, in one autocommitted statement (`store_unmatched`), the callbacks
-that no dismissal of ours awaits, which is most of them; whatever is left (redeliveries, and
-callbacks a dismissal of ours may await) goes through `store_many` in a transaction of its own.
-When that transaction fails, its callbacks are retried one by one, so one bad callback cannot
-fail its neighbours; a database outage fails the callbacks not yet stored, and each of their
-request threads spools its own callback.
+PostgreSQL it may first store, in one autocommitted statement (`store_unmatched`), the callbacks
+that no dismissal of ours awaits; whatever is left (redeliveries, and callbacks a dismissal of
+ours may await) goes through `store_many` in a transaction of its own. When that transaction
+fails, its callbacks are retried one by one, so one bad callback cannot fail its neighbours; a
+database outage fails the callbacks not yet stored, and each of their request threads spools
+its own callback.
+
+Whether the statement is worth trying depends on the app: it saves a batch three of its four
+round trips when it stores the whole batch, and costs one more when it leaves anything for the
+transaction. An app whose callbacks mostly confirm our own dismissals would pay that round trip
+on nearly every batch, so the committer follows how often recent batches were stored whole
+(`StatementPath`) and goes straight to the transaction while that is rare.
 """
 
 from __future__ import annotations
@@ -27,10 +33,50 @@ log = logging.getLogger(__name__)
 Opener = Callable[[], ContextManager[Connection]]
 
 
+class StatementPath:
+    """When the one-statement path is worth a batch's round trip: a running share of the batches
+    it stored whole.
+
+    Trying it costs one round trip and saves three when it stores the batch whole (four against
+    the transaction's four otherwise), so it pays while more than a quarter of batches are stored
+    whole. The share is an average over about the last ten tries, kept above `floor`; below
+    `worth`, one batch in `probe_every` still tries it, and one such probe stored whole lifts the
+    share back above `worth`, so a change in the traffic is noticed within `probe_every` batches.
+    Used by one leader at a time (the batcher's), so it needs no lock.
+    """
+
+    def __init__(self, *, worth: float = 0.25, probe_every: int = 16, weight: float = 0.1,
+                 floor: float = 0.2) -> None:
+        if floor + weight * (1 - floor) <= worth:
+            raise ValueError("one probe stored whole must lift the share above `worth`")
+        self.worth = worth
+        self.probe_every = probe_every
+        self.weight = weight
+        self.floor = floor
+        self.whole_share = 1.0  # optimistic at start: the first batches try it
+        self._skipped = 0
+        self.tried = 0
+        self.skipped = 0
+
+    def should_try(self) -> bool:
+        if self.whole_share > self.worth or self._skipped + 1 >= self.probe_every:
+            self._skipped = 0
+            self.tried += 1
+            return True
+        self._skipped += 1
+        self.skipped += 1
+        return False
+
+    def tried_with(self, whole: bool) -> None:
+        self.whole_share = max(self.floor, self.whole_share + self.weight * (float(whole) - self.whole_share))
+
+
 class GroupCommitter:
-    def __init__(self, *, max_batch: int = 256, is_outage: Callable[[BaseException], bool] = lambda exc: False) -> None:
+    def __init__(self, *, max_batch: int = 256, is_outage: Callable[[BaseException], bool] = lambda exc: False,
+                 statement_path: StatementPath | None = None) -> None:
         self._batcher: LeaderBatcher[Accepted, RecordResult] = LeaderBatcher(max_batch)
         self._is_outage = is_outage
+        self.statement_path = statement_path or StatementPath()
 
     @property
     def batches(self) -> int:
@@ -50,7 +96,7 @@ class GroupCommitter:
 
     def _commit(self, batch: list[Accepted], transaction: Opener, statement: Opener | None = None) -> list:
         results: list = [None] * len(batch)
-        if statement is not None:
+        if statement is not None and self.statement_path.should_try():
             try:
                 results = self._run(statement, store_unmatched, batch)
             except Exception as exc:
@@ -61,6 +107,7 @@ class GroupCommitter:
                 # callbacks stored and answers them as redeliveries: never stored twice.
                 log.warning("group commit: the one-statement path failed; the batch goes through a transaction",
                             extra={"error": type(exc).__name__, "callbacks": len(batch)})
+            self.statement_path.tried_with(all(result is not None for result in results))
         rest = [i for i, result in enumerate(results) if result is None]
         if rest:
             for i, result in zip(rest, self._in_transactions([batch[i] for i in rest], transaction)):

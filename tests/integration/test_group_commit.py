@@ -342,3 +342,34 @@ def test_two_processes_worth_of_committers_store_each_event_once(committed_db, b
             d = s.get(Dismissal, dismissal_id)
             assert d.status == Status.CONFIRMED and d.callback_id is not None, group
         assert s.scalar(select(func.count()).select_from(Dismissal)) == 30  # 10 ours + 20 external
+
+
+def test_callbacks_that_confirm_our_dismissals_soon_skip_the_statement(committed_db, backend):
+    """An app whose callbacks confirm our own dismissals: the statement would store none of them,
+    so after a few batches it is only tried to probe; the callbacks are matched either way."""
+    if backend.name != "postgresql":
+        pytest.skip("the one-statement path is PostgreSQL's")
+    groups = [f"conf-{i}" for i in range(40)]
+    with committed_db.session_scope() as s:
+        ours = {r.dismissal.group_id: r.dismissal.id for r in request_batch(s, sdkappid=TEST_SDKAPPID, group_ids=groups)}
+    opened = []
+
+    @contextlib.contextmanager
+    def counted_statement():
+        opened.append(1)
+        with committed_db.batch_statement() as conn:
+            yield conn
+
+    committer = GroupCommitter()
+    when = now_ms() + 1000
+    for i, group in enumerate(groups):  # one batch each
+        result = committer.record(accepted(group, event_time=when + i), committed_db.batch_transaction,
+                                  counted_statement)
+        assert (result.outcome, result.dismissal_id, result.matched_request) == ("stored", ours[group], True)
+    path = committer.statement_path
+    assert len(opened) == path.tried < 20 and path.skipped == 40 - path.tried
+    for i in range(20):  # then the traffic turns to other apps' dismissals: it is back within 16 batches
+        committer.record(accepted(f"ext-{i}"), committed_db.batch_transaction, counted_statement)
+    assert path.whole_share > path.worth
+    with committed_db.session_scope() as s:
+        assert s.scalar(select(func.count()).select_from(Dismissal).where(Dismissal.source == Source.EXTERNAL)) == 20
