@@ -62,6 +62,19 @@ class UTCDateTime(TypeDecorator):
             return value.replace(tzinfo=timezone.utc)
         return value.astimezone(timezone.utc)
 
+    @staticmethod
+    def json_processor():
+        """For PostgreSQL's JSON bulk inserts (`sqlutil`): the ISO 8601 spelling, offset included."""
+        return _utc_isoformat
+
+
+def _utc_isoformat(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given; use timezone-aware UTC")
+    return value.isoformat()
+
 
 class Source(str, enum.Enum):
     API = "api"
