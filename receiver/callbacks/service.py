@@ -184,10 +184,9 @@ def store_unmatched(conn: Connection, items: Sequence[Accepted], *,
     Such a callback is an external dismissal whatever `match_callback` would weigh, so its
     callback, dismissal and member rows go in together (`bulk_insert_linked`); on a connection
     in autocommit that statement is the whole transaction, one round trip where `store_many`
-    takes four. Most callbacks a busy app receives are of this kind. The others get None and
-    are left untouched, for `store_many`: redeliveries (of an event stored earlier or earlier
-    in this batch), and callbacks of a group with a dismissal of ours not yet tied to a
-    callback, which `store_many` matches under its locks.
+    takes four. The others get None and are left untouched, for `store_many`: redeliveries (of
+    an event stored earlier or earlier in this batch), and callbacks of a group with a
+    dismissal of ours not yet tied to a callback, which `store_many` matches under its locks.
     """
     now = now or utcnow()
     keys = [item.key for item in items]
