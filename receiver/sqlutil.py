@@ -240,9 +240,6 @@ def bulk_insert_and_query(connection: Connection, table: Table, rows: Sequence[M
     return inserted, queried
 
 
-_linked_texts: dict[tuple, str] = {}
-
-
 def bulk_insert_linked(connection: Connection, table: Table, rows: Sequence[Mapping[str, Any]], *,
                        skip_conflicts: str, only_if: str, key: str,
                        dependents: Sequence[tuple[Table, Sequence[Mapping[str, Any]], str]]) -> list[Any]:
@@ -258,44 +255,27 @@ def bulk_insert_linked(connection: Connection, table: Table, rows: Sequence[Mapp
     transaction in one round trip (no BEGIN, no COMMIT of its own). `only_if` reads the
     database as of the statement's start, without locks. Foreign keys between these rows are
     checked at the statement's end, as in `bulk_insert_chain`. Each table's rows have the same
-    keys (`bulk_insert`'s rule), and the texts are built once per shape.
+    keys (`bulk_insert`'s rule). The statement is `_plan`'s INSERTs, each filtered.
     """
     if connection.dialect.name != "postgresql":  # pragma: no cover - the caller checks the backend
         raise NotImplementedError("bulk_insert_linked is for PostgreSQL")
     if not rows:
         return []
     dialect = connection.dialect
-    parts = [(table, rows, skip_conflicts)] + [(t, r, link) for t, r, link in dependents]
-    shapes = tuple((t.name, tuple(r[0]) if r else tuple(t.c.keys()), extra) for t, r, extra in parts)
-    documents = []
-    for (t, r, _), (_, columns, _) in zip(parts, shapes):
-        plan = _plan(dialect, t, columns, False, ())
-        documents.append(_document(plan, columns, r))
-    sql = _linked_texts.get((shapes, only_if, key))
-    if sql is None:
-        sql = _linked_text(dialect, parts, shapes, only_if, key)
-        with _plans_lock:
-            _linked_texts[(shapes, only_if, key)] = sql
-    return [row[0] for row in _on_the_driver(connection, sql, tuple(documents), fetch=True)]
-
-
-def _linked_text(dialect, parts, shapes, only_if: str, key: str) -> str:
-    """`bulk_insert_linked`'s statement: only quoted identifiers of our Tables, the caller's fixed
-    condition, and one %s per table for its rows' JSON document."""
     quote = dialect.identifier_preparer.quote
-    ctes = []
-    for n, ((table, _, extra), (_, columns, _)) in enumerate(zip(parts, shapes)):
-        name = dialect.identifier_preparer.format_table(table)
-        names = ", ".join(quote(c) for c in columns)
-        rows = f"json_populate_recordset(NULL::{name}, %s)"
-        if n == 0:
-            ctes.append(f"batch AS (SELECT * FROM {rows})")
-            ctes.append(f"i AS (INSERT INTO {name} ({names}) SELECT {names} FROM batch WHERE {only_if} "
-                        f"ON CONFLICT ({quote(extra)}) DO NOTHING RETURNING {quote(key)})")
-        else:
-            ctes.append(f"d{n} AS (INSERT INTO {name} ({names}) SELECT {names} FROM {rows} AS r "
-                        f"WHERE r.{quote(extra)} IN (SELECT {quote(key)} FROM i))")
-    return f"WITH {', '.join(ctes)} SELECT {quote(key)} FROM i"
+    columns = tuple(rows[0])
+    plan = _plan(dialect, table, columns, skip_conflicts, (key,))
+    # Only `_plan`'s texts (quoted Table identifiers, %s placeholders), quoted column names and
+    # the caller's fixed condition are joined here; every row travels in a bound document.
+    ctes = [f"i AS ({plan.head} AS batch WHERE {only_if}{plan.tail})"]
+    documents = [_document(plan, columns, rows)]
+    for n, (dependent, dependent_rows, link) in enumerate(dependents, 1):
+        dependent_columns = tuple(dependent_rows[0]) if dependent_rows else tuple(dependent.c.keys())
+        dependent_plan = _plan(dialect, dependent, dependent_columns, False, ())
+        ctes.append(f"d{n} AS ({dependent_plan.head} AS r WHERE r.{quote(link)} IN (SELECT {quote(key)} FROM i))")
+        documents.append(_document(dependent_plan, dependent_columns, dependent_rows))
+    sql = f"WITH {', '.join(ctes)} SELECT {quote(key)} FROM i"
+    return [row[0] for row in _on_the_driver(connection, sql, tuple(documents), fetch=True)]
 
 
 def bulk_insert_chain(connection: Connection, inserts: Sequence[tuple[Table, Sequence[Mapping[str, Any]]]]) -> None:

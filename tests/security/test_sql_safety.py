@@ -27,14 +27,12 @@ ALLOWED = {
         "RETURNING column names quoted by the dialect, NULL padding; no value",
     ("receiver/sqlutil.py", 'f"WITH i AS ({plan.sql()}), q AS ({query}) {sides}"'):
         "_plan's INSERT text and the caller's fixed query text (CANDIDATES_QUERY); every value is bound",
-    # bulk_insert_linked's statement: quoted Table identifiers, the caller's fixed condition
-    # (matching.NO_CANDIDATE) and one %s per table for its rows' JSON document.
-    ("receiver/sqlutil.py", 'f"batch AS (SELECT * FROM {rows})"'):
-        "`rows` is json_populate_recordset over a quoted table name and a %s placeholder",
-    ("receiver/sqlutil.py", 'f"i AS (INSERT INTO {name} ({names}) SELECT {names} FROM batch WHERE {only_if} "\n                        f"ON CONFLICT ({quote(extra)}) DO NOTHING RETURNING {quote(key)})"'):
-        "identifiers quoted by the dialect and the caller's fixed condition text (NO_CANDIDATE)",
-    ("receiver/sqlutil.py", 'f"d{n} AS (INSERT INTO {name} ({names}) SELECT {names} FROM {rows} AS r "\n                        f"WHERE r.{quote(extra)} IN (SELECT {quote(key)} FROM i))"'):
-        "a CTE number, identifiers quoted by the dialect, a %s placeholder",
+    # bulk_insert_linked's statement: _plan's INSERT texts, quoted column names and the caller's
+    # fixed condition (matching.NO_CANDIDATE); the rows are bound documents.
+    ("receiver/sqlutil.py", 'f"i AS ({plan.head} AS batch WHERE {only_if}{plan.tail})"'):
+        "_plan's INSERT text and the caller's fixed condition text (NO_CANDIDATE)",
+    ("receiver/sqlutil.py", 'f"d{n} AS ({dependent_plan.head} AS r WHERE r.{quote(link)} IN (SELECT {quote(key)} FROM i))"'):
+        "a CTE number, _plan's INSERT text, column names quoted by the dialect",
     ("receiver/sqlutil.py", 'f"WITH {\', \'.join(ctes)} SELECT {quote(key)} FROM i"'):
         "joins the CTE texts above and a quoted column name; no value",
 }
