@@ -31,7 +31,12 @@ def is_sqlite(engine_or_url) -> bool:
 
 
 def make_engine(url: str, **kwargs) -> Engine:
-    """Create an engine; SQLite gets WAL, a busy timeout and immediate write transactions."""
+    """Create an engine; SQLite gets WAL, a busy timeout and immediate write transactions.
+
+    Its errors never carry the statement's parameters (`hide_parameters`): they hold callback
+    bodies, member accounts and IM's answers, and a logged traceback would copy them into logs.
+    """
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         if url.startswith("sqlite:///") and ":memory:" not in url:
             Path(url[len("sqlite:///"):].split("?", 1)[0]).parent.mkdir(parents=True, exist_ok=True)
