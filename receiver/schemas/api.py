@@ -26,9 +26,14 @@ _ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 
 
 def format_time(value: datetime) -> str:
-    """RFC 3339 in UTC with milliseconds and Z, e.g. 2026-11-29T20:41:08.123Z."""
-    value = value.astimezone(timezone.utc)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    """RFC 3339 in UTC with milliseconds and Z, e.g. 2026-11-29T20:41:08.123Z.
+
+    Through `isoformat` (the "+00:00" it ends with becomes "Z"): a list page writes a few hundred
+    of these, and `strftime` took twice as long.
+    """
+    if value.tzinfo is not timezone.utc:  # the database's values already are (models.UTCDateTime)
+        value = value.astimezone(timezone.utc)
+    return value.isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def parse_time(text: str) -> datetime:

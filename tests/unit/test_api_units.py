@@ -81,6 +81,17 @@ def test_parse_time_refuses_anything_else(text):
 def test_format_time_is_utc_with_milliseconds_and_z():
     moment = datetime(2026, 11, 30, 4, 41, 8, 123999, tzinfo=timezone(timedelta(hours=8)))
     assert format_time(moment) == "2026-11-29T20:41:08.123Z"
+    assert format_time(moment.astimezone(timezone.utc)) == "2026-11-29T20:41:08.123Z"
+    assert format_time(datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)) == "2026-01-02T03:04:05.000Z"
+    assert format_time(datetime(999, 1, 2, 3, 4, 5, 6000, tzinfo=timezone.utc)) == "0999-01-02T03:04:05.006Z"
+
+
+@pytest.mark.parametrize("offset_minutes", [-720, -90, 0, 345, 840])
+def test_format_time_reads_back_as_the_same_millisecond(offset_minutes):
+    zone = timezone(timedelta(minutes=offset_minutes))
+    for micros in (0, 999, 1000, 123456, 999999):
+        moment = datetime(2026, 12, 31, 23, 59, 59, micros, tzinfo=zone)
+        assert parse_time(format_time(moment)) == moment.replace(microsecond=micros // 1000 * 1000)
 
 
 def test_id_floor_brackets_ids_minted_at_a_time():
