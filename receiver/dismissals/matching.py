@@ -103,13 +103,14 @@ def match_callback(
                 and reference > candidate.requested_at + LATE_EVIDENCE_WINDOW):
             continue
         if event_time is not None and candidate.requested_at is not None and event_time < candidate.requested_at - CLOCK_TOLERANCE:
-            # The group was dismissed before we asked: the callback is someone else's dismissal,
-            # and our open request is moot.
+            # The group was dismissed before we asked: not this request's evidence, and an open
+            # request is moot. An older request of ours (finished: unconfirmed, failed) may be
+            # what the event answers, so the search goes on, newest first.
             if candidate.status in OPEN_STATUSES and transition(
                     session, candidate.id, Event.ALREADY_GONE, confirmed_at=now,
                     next_attempt_at=None, lease_owner=None, lease_expires_at=None):
                 candidate.status = Status.CONFIRMED
-            break
+            continue
         # A row already confirmed by probe or 10010 keeps the time we first knew (keep_confirmed_at).
         if transition(session, candidate.id, Event.CALLBACK, keep_confirmed_at=True, callback_id=callback_id,
                       confirmed_at=now, next_attempt_at=None, lease_owner=None, lease_expires_at=None):

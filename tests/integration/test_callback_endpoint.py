@@ -186,6 +186,27 @@ def test_callback_for_a_dismissal_older_than_our_request_is_external(live, db):
         assert rows[Source.API].callback_id is None
 
 
+@pytest.mark.parametrize("older", [Status.UNCONFIRMED, Status.FAILED])
+def test_a_late_callback_confirms_the_older_request_it_answers(live, db, older):
+    """Asked again after the first request went unconfirmed: the late callback of the first
+    dismissal makes the second moot and confirms the first (evidence wins), no external row."""
+    first_asked = utcnow() - timedelta(minutes=10)
+    with db.session_scope() as s:
+        s.add(Dismissal(group_id="g-asked-twice", sdkappid=TEST_SDKAPPID, source=Source.API, status=older,
+                        requested_at=first_asked, attempts=1))
+        s.add(Dismissal(group_id="g-asked-twice", sdkappid=TEST_SDKAPPID, source=Source.API, status=Status.QUEUED,
+                        requested_at=utcnow(), attempts=0))
+    event = first_asked + timedelta(seconds=30)
+    assert_envelope(post(live, destroyed_body("g-asked-twice", event_time=int(event.timestamp() * 1000))), 200, True)
+    with db.session_scope() as s:
+        rows = sorted(s.scalars(select(Dismissal)), key=lambda d: d.requested_at)
+        assert [d.source for d in rows] == [Source.API, Source.API]  # nothing recorded as external
+        assert (rows[0].status, rows[0].confirmation) == (Status.CONFIRMED, Confirmation.CALLBACK)
+        assert rows[0].callback_id is not None
+        assert (rows[1].status, rows[1].confirmation, rows[1].callback_id) == \
+            (Status.CONFIRMED, Confirmation.ALREADY_GONE, None)
+
+
 def test_eight_threads_posting_the_same_callback_store_one_row(committed_db, app_factory, live_server_factory):
     server = live_server_factory(app_factory(committed_db), threaded=True)
     url = f"{server.url}/im/callback?{callback_query(TEST_SDKAPPID)}"
