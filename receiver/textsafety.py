@@ -8,6 +8,12 @@ UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 UNSTORABLE_MESSAGE = "must not contain NUL or unpaired surrogate characters"
 
 
+def is_decimal(text: str) -> bool:
+    """Only the ASCII digits 0-9. `str.isdigit` alone also takes "²" (which `int` refuses) and
+    other scripts' digits (which `int` reads): numbers from the wire are plain ASCII or refused."""
+    return text.isascii() and text.isdigit()
+
+
 def is_storable(value: str) -> bool:
     return UNSTORABLE.search(value) is None
 

@@ -64,15 +64,6 @@ def _fail(status: int, error_code: int, info: str, outcome: str) -> _Answer:
     return _Answer(status, envelope_body(error_code, info), {"outcome": outcome})
 
 
-def _small_int(value: str | None) -> int | None:
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit() and len(value) < 19:
-        return int(value)
-    return None
-
-
 class _Request:
     """What the endpoint reads of a request, parsed as werkzeug's `Request` parses it.
 
@@ -105,11 +96,11 @@ def _meta(request: _Request) -> RequestMeta:
     query = "&".join(f"{k}={v}" for k, vs in args.lists() for v in vs if k != "Sign")
     return RequestMeta(
         query_string=query[:4000],
-        sdkappid=_small_int(args.get("SdkAppid")),
+        sdkappid=verify.query_number(args.get("SdkAppid")),
         command=args.get("CallbackCommand"),
         client_ip=args.get("ClientIP"),
         opt_platform=args.get("OptPlatform"),
-        request_time=_small_int(args.get("RequestTime")),
+        request_time=verify.query_number(args.get("RequestTime")),
         content_type=request.content_type,
         remote_addr=request.remote_addr,
     )

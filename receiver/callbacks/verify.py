@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from receiver.config import Secret
+from receiver.textsafety import is_decimal
 
 
 @dataclass
@@ -37,14 +38,22 @@ def compute_sign(token: str, request_time: str) -> str:
     return hashlib.sha256((token + request_time).encode("utf-8")).hexdigest()
 
 
+def query_number(value: str | None) -> int | None:
+    """A query parameter's number (SdkAppid, RequestTime): ASCII digits, fewer than 19, blanks around; else None."""
+    if value is None:
+        return None
+    value = value.strip()
+    if is_decimal(value) and len(value) < 19:
+        return int(value)
+    return None
+
+
 def check_sdkappid(value: str | None, expected: int) -> None:
     if value is None or value.strip() == "":
         raise CallbackRejected(403, ERR_FORBIDDEN_SDKAPPID, "sdkappid_missing", "SdkAppid query parameter is missing")
-    try:
-        ok = int(value.strip()) == expected
-    except ValueError:
-        ok = False
-    if not ok:
+    # Read as the stored record reads it (`query_number`): "+1400000000" or "1_400_000_000", which
+    # int() would take, are refused here with the reason instead of failing to be recorded later.
+    if query_number(value) != expected:
         raise CallbackRejected(403, ERR_FORBIDDEN_SDKAPPID, "sdkappid_mismatch", "SdkAppid does not match this service's SDKAppID")
 
 
@@ -62,7 +71,7 @@ def check_sign(
     if not sign or not request_time:
         raise CallbackRejected(401, ERR_SIGN_MISSING, "sign_missing", "Sign and RequestTime are required (callback authentication is on)")
     request_time = request_time.strip()
-    if not request_time.isdigit():
+    if not is_decimal(request_time):
         raise CallbackRejected(401, ERR_REQUEST_TIME, "request_time_invalid", "RequestTime must be Unix seconds")
     if abs(now - int(request_time)) > max_skew_seconds:
         raise CallbackRejected(

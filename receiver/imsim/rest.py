@@ -10,6 +10,7 @@ from receiver.im.usersig import UserSigError, decode, verify
 from receiver.imsim.callbacks import COMMAND, CallbackSender
 from receiver.imsim.config import SimConfig
 from receiver.imsim.state import GROUP_TYPES, SimGroup, SimState
+from receiver.textsafety import is_decimal
 
 APIS = ("create_group", "get_group_info", "destroy_group")
 MAX_GROUPS_PER_INFO = 50
@@ -56,7 +57,7 @@ def _answer(code: int, info: str) -> dict[str, Any]:
 def _check_query(sim: Sim, query: Mapping[str, str]) -> None:
     cfg = sim.config
     raw_appid = query.get("sdkappid", "")
-    if not raw_appid.isdigit():
+    if not is_decimal(raw_appid):
         raise SimError(60012, "sdkappid is missing or invalid in the URL")
     identifier = query.get("identifier", "")
     usersig = query.get("usersig", "")
@@ -65,7 +66,7 @@ def _check_query(sim: Sim, query: Mapping[str, str]) -> None:
     if query.get("contenttype") != "json":
         raise SimError(60025, "contenttype must be json")
     rnd = query.get("random", "")
-    if not rnd.isdigit() or int(rnd) > 0xFFFFFFFF:
+    if not is_decimal(rnd) or int(rnd) > 0xFFFFFFFF:
         raise SimError(60025, "random must be a 32-bit unsigned integer")
     appid = int(raw_appid)
     try:

@@ -6,6 +6,8 @@ from datetime import datetime, timezone
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
+from receiver.textsafety import is_decimal
+
 GROUP_DESTROYED = "Group.CallbackAfterGroupDestroyed"
 
 # Accounts and group IDs are printable ASCII in IM; we still accept any text, bounded in length.
@@ -27,7 +29,7 @@ class EventTimeField(fields.Field):
             raise self.make_error("invalid")
         if isinstance(value, str):
             value = value.strip()
-            if not value.isdigit():
+            if not is_decimal(value):
                 raise self.make_error("invalid")
             value = int(value)
         elif isinstance(value, float) and value.is_integer():

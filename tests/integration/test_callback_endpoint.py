@@ -254,6 +254,19 @@ def test_other_methods_get_the_envelope_and_405(live, db):
     assert count(db, Callback) == 0
 
 
+@pytest.mark.parametrize("change, status, info", [
+    ({"SdkAppid": f"+{TEST_SDKAPPID}"}, 403, "SdkAppid does not match"),
+    ({"SdkAppid": f"{TEST_SDKAPPID:_}"}, 403, "SdkAppid does not match"),
+    ({"RequestTime": "²"}, 401, "RequestTime must be Unix seconds"),  # a digit to str.isdigit, not to int()
+])
+def test_numbers_int_would_read_but_are_not_plain_digits_are_refused_with_the_reason(signed_live, db, change, status,
+                                                                                    info):
+    """Not a 500, nor a 400 "could not be recorded" after the checks had let them through."""
+    resp = post(signed_live, destroyed_body("g-digits"), callback_query(TEST_SDKAPPID, token=TOKEN, **change))
+    assert assert_envelope(resp, status, False)["ErrorInfo"].startswith(info)
+    assert count(db, Callback) == 0
+
+
 def test_a_chunked_body_is_read_whole(live, db):
     # No Content-Length: the body arrives in chunks and must still be read to its end.
     raw = encode(destroyed_body("@TGS#CHUNKED"))

@@ -179,6 +179,8 @@ def good_params() -> dict[str, str]:
 @pytest.mark.parametrize("change, body, code", [
     ({"sdkappid": None}, None, 60012),
     ({"sdkappid": "abc"}, None, 60012),
+    ({"sdkappid": "²"}, None, 60012),  # a digit to str.isdigit, not to int()
+    ({"random": "²"}, None, 60025),
     ({"usersig": None}, None, 60025),
     ({"contenttype": None}, None, 60025),
     ({"random": "4294967296"}, None, 60025),

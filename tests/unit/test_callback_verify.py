@@ -38,6 +38,9 @@ def test_request_time_outside_skew_is_refused(offset):
     (DOC_SIGN[:-1] + "0", DOC_TIME, "sign_invalid"),
     ("not-hex-ü", DOC_TIME, "sign_invalid"),
     (DOC_SIGN, "16698721xx", "request_time_invalid"),
+    (DOC_SIGN, "²", "request_time_invalid"),  # a digit to str.isdigit, not to int()
+    (DOC_SIGN, "١٦٦٩٨٧٢١١٢", "request_time_invalid"),  # DOC_TIME in Arabic-Indic digits
+    (DOC_SIGN, "+1669872112", "request_time_invalid"),
 ])
 def test_bad_sign_is_refused_with_a_reason(sign, rt, reason):
     with pytest.raises(verify.CallbackRejected) as exc:
@@ -58,7 +61,9 @@ def test_no_token_configured_means_no_sign_check():
     verify.check_sign(None, None, (), now=0, max_skew_seconds=60)
 
 
-@pytest.mark.parametrize("value", [None, "", "1400000002", "abc", " 14000000001"])
+@pytest.mark.parametrize("value", [None, "", "1400000002", "abc", " 14000000001",
+                                   # int() reads these as ours; the stored record could not: refused
+                                   "+1400000001", "1_400_000_001", "١٤٠٠٠٠٠٠٠١", "²"])
 def test_foreign_sdkappid_is_forbidden(value):
     with pytest.raises(verify.CallbackRejected) as exc:
         verify.check_sdkappid(value, 1400000001)
@@ -67,6 +72,12 @@ def test_foreign_sdkappid_is_forbidden(value):
 
 def test_our_sdkappid_passes_with_whitespace():
     verify.check_sdkappid(" 1400000001 ", 1400000001)
+
+
+@pytest.mark.parametrize("value, number", [("1400000001", 1400000001), (" 0042 ", 42), (None, None), ("", None),
+                                           ("+1", None), ("1_0", None), ("²", None), ("١٤", None), ("9" * 19, None)])
+def test_query_numbers_are_plain_ascii_digits(value, number):
+    assert verify.query_number(value) == number
 
 
 def test_address_allow_list():

@@ -41,6 +41,8 @@ def test_owner_and_name_may_be_absent_or_null():
     ({"GroupId": ""}, "GroupId"),
     ({"Type": None}, "Type"),
     ({"EventTime": "12x"}, "EventTime"),
+    ({"EventTime": "²"}, "EventTime"),  # a digit to str.isdigit, not to int()
+    ({"EventTime": "١٦٧٠٥٧٤٤١٤١٢٣"}, "EventTime"),  # Arabic-Indic digits
     ({"EventTime": True}, "EventTime"),
     ({"EventTime": -5}, "EventTime"),
     ({"EventTime": 1.5}, "EventTime"),
