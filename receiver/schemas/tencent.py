@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
@@ -15,8 +15,12 @@ _group_id = validate.Length(min=1, max=128)  # the dismissals/group_members colu
 _ACCOUNT_MAX = 128  # the group_members column
 
 
-# The last millisecond of 9999-12-31: later times cannot become a datetime (nor are they real).
-_MAX_EVENT_TIME_MS = 253402300799999
+# The last millisecond of 9999-12-30, a day short of the last a datetime holds: PostgreSQL hands
+# times back in the session's time zone, and on a server east of UTC the year's last hours would
+# come back as year 10000, which no datetime holds (every page listing them would fail). Nor
+# are such times real.
+MAX_EVENT_TIME_MS = 253402214399999
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class EventTimeField(fields.Field):
@@ -34,7 +38,7 @@ class EventTimeField(fields.Field):
             value = int(value)
         elif isinstance(value, float) and value.is_integer():
             value = int(value)
-        if not isinstance(value, int) or not (0 <= value <= _MAX_EVENT_TIME_MS):
+        if not isinstance(value, int) or not (0 <= value <= MAX_EVENT_TIME_MS):
             raise self.make_error("invalid")
         return value
 
@@ -99,9 +103,11 @@ class GroupDestroyedSchema(Schema):
 
 
 def event_time_from_ms(ms: int | None) -> datetime | None:
+    """The UTC time of IM's EventTime, to the millisecond (in integers: `ms / 1000` as a float
+    loses the last millisecond of times far enough ahead, 9999-12-30T23:59:59.999 → .998993)."""
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return _EPOCH + timedelta(milliseconds=ms)
 
 
 def describe_errors(err: ValidationError) -> str:

@@ -3,7 +3,7 @@
 import pytest
 from marshmallow import ValidationError
 
-from receiver.schemas.tencent import GroupDestroyedSchema, describe_errors, event_time_from_ms
+from receiver.schemas.tencent import MAX_EVENT_TIME_MS, GroupDestroyedSchema, describe_errors, event_time_from_ms
 from tests.helpers import destroyed_body
 
 schema = GroupDestroyedSchema()
@@ -14,6 +14,21 @@ def test_documented_sample_with_string_event_time():
     assert data["event_time_ms"] == 1670574414123
     assert [m["account"] for m in data["members"]] == ["leckie", "peter", "bob"]
     assert event_time_from_ms(data["event_time_ms"]).isoformat() == "2022-12-09T08:26:54.123000+00:00"
+
+
+@pytest.mark.parametrize("ms", [0, 1670574414123, 9856274759874, MAX_EVENT_TIME_MS])
+def test_event_times_keep_their_millisecond(ms):
+    # Through a float (ms / 1000) 9856274759874 came out at …59.874001 and the last one at …59.998993.
+    moment = event_time_from_ms(ms)
+    assert moment.microsecond == ms % 1000 * 1000
+    assert int(moment.timestamp()) == ms // 1000
+
+
+def test_the_latest_event_time_accepted_is_the_last_millisecond_of_9999_12_30():
+    assert schema.load(destroyed_body(event_time=MAX_EVENT_TIME_MS))["event_time_ms"] == MAX_EVENT_TIME_MS
+    assert event_time_from_ms(MAX_EVENT_TIME_MS).isoformat() == "9999-12-30T23:59:59.999000+00:00"
+    with pytest.raises(ValidationError, match="EventTime"):
+        schema.load(destroyed_body(event_time=MAX_EVENT_TIME_MS + 1))
 
 
 def test_numeric_event_time():
