@@ -135,22 +135,27 @@ class GroupCommitter:
     @staticmethod
     def _run(open_connection: Opener, store: Callable[[Connection, Sequence[Accepted]], list],
              batch: list[Accepted]) -> list:
-        """`store` once more on a new connection if the first one had been closed by the server.
+        """`store` once more if the server closed the connection or rolled the transaction back.
 
         The committer's pool does not ping connections before use (see `Database`). A connection
         dropped since its last batch (a database restart, a proxy's idle timeout) fails at its
         first statement, and SQLAlchemy then discards the pool's other connections of that age
         too. Had it been lost during the commit instead, the second run finds the callbacks
         stored and answers them as redeliveries (each counted once too often as a duplicate): a
-        callback is still never stored twice.
+        callback is still never stored twice. A transaction the server rolled back (a deadlock,
+        a serialization failure: SQLSTATE class 40) stored nothing and is simply run again,
+        rather than sending the batch to the spool as if the database were down.
         """
         try:
             with open_connection() as conn:
                 return store(conn, batch)
         except DBAPIError as exc:
-            if not exc.connection_invalidated:
+            if exc.connection_invalidated:
+                why = "the server had closed the connection; batch run again on a new one"
+            elif (getattr(exc.orig, "sqlstate", None) or "").startswith("40"):
+                why = "the server rolled the transaction back; batch run again"
+            else:
                 raise
-            log.warning("group commit: the server had closed the connection; batch run again on a new one",
-                        extra={"error": type(exc.orig).__name__, "callbacks": len(batch)})
+            log.warning(f"group commit: {why}", extra={"error": type(exc.orig).__name__, "callbacks": len(batch)})
         with open_connection() as conn:
             return store(conn, batch)

@@ -133,6 +133,36 @@ def test_a_connection_the_server_closed_is_replaced_without_an_outage(committed_
         assert s.scalar(select(func.count()).select_from(Callback)) == 5
 
 
+def test_a_transaction_the_server_rolls_back_is_run_again_without_an_outage(committed_db, backend, statement, caplog):
+    # A deadlock (or serialization failure) rolls the batch back: run it again, do not spool it.
+    if backend.name != "postgresql":
+        pytest.skip("SQLite serialises writers: no deadlocks to roll back")
+    committer = GroupCommitter(is_outage=lambda exc: isinstance(exc, OperationalError))
+    rolled_back = []
+
+    deadlock = "DO $$ BEGIN RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END $$"  # the server's own
+
+    @contextlib.contextmanager
+    def deadlocking_once(opener):
+        with opener() as conn:
+            if not rolled_back and opener is not committed_db.batch_transaction:
+                rolled_back.append(True)  # the one statement autocommits: refused, it stored nothing
+                conn.exec_driver_sql(deadlock)
+            yield conn
+            if not rolled_back:  # after the transaction's statements, before its commit: all undone
+                rolled_back.append(True)
+                conn.exec_driver_sql(deadlock)
+
+    transaction = lambda: deadlocking_once(committed_db.batch_transaction)  # noqa: E731
+    one_statement = None if statement is None else (lambda: deadlocking_once(statement))
+    results, errors = run_concurrently(committer, transaction, [accepted(f"deadlock-{i}") for i in range(4)],
+                                       one_statement)
+    assert rolled_back and "the server rolled the transaction back; batch run again" in caplog.text
+    assert errors == [None] * 4 and {r.outcome for r in results} == {"stored"}
+    with committed_db.session_scope() as s:
+        assert s.scalar(select(func.count()).select_from(Callback)) == 4
+
+
 def test_after_a_failed_batch_each_callback_gets_its_own_commits_result(committed_db):
     """The one-by-one fallback: a callback whose own commit fails gets that error, its neighbours their rows.
 
