@@ -93,12 +93,19 @@ def match_callback(
     """Confirm the request this callback is evidence for and return its id; None means external.
 
     Evidence wins over any state, within limits: a callback for an event from before our
-    request, or from long after a finished one, is somebody else's dismissal. `candidates`
+    request, or from long after a finished one, is somebody else's dismissal. `now` is when the
+    callback was received (replay and the spool pass the original time): requests made after it
+    are not weighed at all. `candidates`
     (from `candidates_from_rows`) loses the one it confirms, so a second callback in the same
     batch cannot link to it too.
     """
     reference = event_time or now
     for candidate in list(candidates):
+        if candidate.requested_at is not None and candidate.requested_at > now + CLOCK_TOLERANCE:
+            # Asked for after this callback was received (`now`: a replay, a spool drained late):
+            # its event cannot answer the request, nor make it moot (a custom group ID may have
+            # been re-created since). The request goes to IM, which says whether the group is there.
+            continue
         if (candidate.status not in OPEN_STATUSES and candidate.requested_at is not None
                 and reference > candidate.requested_at + LATE_EVIDENCE_WINDOW):
             continue

@@ -71,6 +71,23 @@ def test_replay_stores_what_passes_now_and_marks_the_quarantined_rows(app, db):
     assert count(db, Dismissal, Dismissal.source == Source.EXTERNAL, Dismissal.group_id == "g-old") == 1
 
 
+def test_replaying_an_old_callback_leaves_a_request_made_since_alone(app, db):
+    """A custom group ID dismissed ten days ago (its callback quarantined), re-created and asked
+    for today: the old event neither confirms today's request nor makes it moot."""
+    ten_days_ago = utcnow() - timedelta(days=10)
+    with db.session_scope() as s:
+        quarantine(s, reason="refused by an older rule", meta=meta(), group_id="room-7", now=ten_days_ago,
+                   raw_body=encode(destroyed_body("room-7", event_time=int(ten_days_ago.timestamp() * 1000))))
+        ours = request_dismissal(s, sdkappid=TEST_SDKAPPID, group_id="room-7").dismissal.id
+    code, out = run(app, "replay")
+    assert code == 0 and "stored 1" in out
+    with db.session_scope() as s:
+        today = s.get(Dismissal, ours)
+        assert (today.status, today.confirmation, today.callback_id) == (Status.QUEUED, None, None)
+        old = s.scalars(select(Dismissal).where(Dismissal.id != ours)).one()
+        assert (old.source, old.status, old.group_id) == (Source.EXTERNAL, Status.CONFIRMED, "room-7")
+
+
 def test_replay_of_an_event_already_stored_is_a_duplicate(app, db, client):
     body = destroyed_body("g-twice")
     assert client.post(f"/im/callback?{callback_query(TEST_SDKAPPID)}", data=encode(body),
