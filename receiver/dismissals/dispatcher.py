@@ -18,6 +18,7 @@ from receiver.callbacks.outage import DATABASE_DOWN
 from receiver.db import Database
 from receiver.dismissals.states import ALLOWED_FROM, Event, transition
 from receiver.im.errors import CODE_NETWORK, ErrorKind, IMError
+from receiver.im.ratelimit import RateLimiterUnavailable
 from receiver.models import Dismissal, DismissalAttempt, Status, utcnow
 from receiver.textsafety import storable
 
@@ -28,6 +29,8 @@ _CLEAR_LEASE = dict(lease_owner=None, lease_expires_at=None)
 # before the call. At 200 calls/s the 2 × concurrency claims held leave within about 0.3 s;
 # with a low rate, or several workers sharing one through Redis, they may wait longer.
 RECHECK_AFTER = 1.0
+# Seconds before a row handed back because the rate-limit store was unreachable is due again.
+LIMITER_DOWN_RETRY = 5.0
 
 
 @dataclass(frozen=True)
@@ -223,6 +226,14 @@ class Dispatcher:
         except IMError as exc:
             error = exc
             http_status, code, info, duration = exc.http_status, exc.code, exc.info, exc.duration
+        except RateLimiterUnavailable:
+            # Nothing was sent (the shared limit's store is down): the row goes back uncounted,
+            # due again shortly, and no attempt is recorded for a call never made.
+            log.warning("rate-limit store unreachable; dismissal handed back unsent", extra={"dismissal_id": claim.id})
+            with self.database.engine.begin() as conn:
+                transition(conn, claim.id, Event.RELEASE, owner=self.worker_id, attempts=claim.attempts - 1,
+                           next_attempt_at=self._clock() + timedelta(seconds=LIMITER_DOWN_RETRY), **_CLEAR_LEASE)
+            return
         except Exception as exc:  # transport bugs surface as retryable, never lost
             error = IMError("destroy_group", CODE_NETWORK, f"{type(exc).__name__}: {exc}")
             http_status, code, info, duration = None, CODE_NETWORK, error.info, 0.0
@@ -312,6 +323,11 @@ class Dispatcher:
             delay = self.backoff.delay(attempts, error.retry_after)
             moved = transition(conn, claim.id, Event.RETRY, owner=mine, sent_at=started, last_error_code=code,
                                last_error_info=info, next_attempt_at=now + timedelta(seconds=delay), **_CLEAR_LEASE)
+        elif error.kind in (ErrorKind.RETRYABLE, ErrorKind.RESIGN):
+            # Out of attempts, but IM never refused: probed at once rather than called `failed`.
+            event, outcome = Event.EXHAUSTED, "exhausted"
+            moved = transition(conn, claim.id, Event.EXHAUSTED, owner=mine, sent_at=started, last_error_code=code,
+                               last_error_info=info, next_attempt_at=now, **_CLEAR_LEASE)
         else:
             event, outcome = Event.FAIL, "failed"
             moved = transition(conn, claim.id, Event.FAIL, owner=mine, sent_at=started, last_error_code=code,

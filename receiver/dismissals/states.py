@@ -17,6 +17,7 @@ class Event(str, enum.Enum):
     CLAIM = "claim"  # a worker takes the row to send it
     SENT = "sent"  # IM answered OK: wait for the callback
     RETRY = "retry"  # a retryable error: try again later
+    EXHAUSTED = "exhausted"  # retryable errors until the attempts ran out: probe whether the group is gone
     FAIL = "fail"  # a terminal error
     ALREADY_GONE = "already_gone"  # destroy_group answered 10010
     CALLBACK = "callback"  # the confirming callback arrived
@@ -33,6 +34,7 @@ ALLOWED_FROM: dict[Event, tuple[Status, ...]] = {
     Event.CLAIM: (Status.QUEUED, Status.RETRYING, Status.SENDING),
     Event.SENT: (Status.SENDING,),
     Event.RETRY: (Status.SENDING,),
+    Event.EXHAUSTED: (Status.SENDING,),
     Event.FAIL: (Status.SENDING,),
     Event.ALREADY_GONE: (Status.SENDING, Status.QUEUED, Status.RETRYING, Status.AWAITING_CALLBACK),
     Event.CALLBACK: _ANY_NOT_BY_CALLBACK,
@@ -46,6 +48,9 @@ _TARGET: dict[Event, tuple[Status, Confirmation | None]] = {
     Event.CLAIM: (Status.SENDING, None),
     Event.SENT: (Status.AWAITING_CALLBACK, None),
     Event.RETRY: (Status.RETRYING, None),
+    # Not `failed` (IM never refused), and some of those calls may have dismissed the group:
+    # the reconciler's probe settles it (gone: confirmed; alive: re-sent once, then unconfirmed).
+    Event.EXHAUSTED: (Status.AWAITING_CALLBACK, None),
     Event.FAIL: (Status.FAILED, None),
     Event.ALREADY_GONE: (Status.CONFIRMED, Confirmation.ALREADY_GONE),
     Event.CALLBACK: (Status.CONFIRMED, Confirmation.CALLBACK),

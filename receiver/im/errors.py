@@ -10,10 +10,14 @@ CODE_NETWORK = -1
 CODE_HTTP_STATUS = -2
 CODE_BAD_ANSWER = -3
 
-RETRYABLE_CODES = frozenset({10002, 10006, 60007, 60008, 60011, 60018, 60019, 70169, 70500, 70050})
+# 60013 (answer JSON parse error) and 60014 (account check timeout): "yes / support" and "yes" in
+# tencent-im.md's retry column.
+RETRYABLE_CODES = frozenset({10002, 10006, 60007, 60008, 60011, 60013, 60014, 60018, 60019, 70169, 70500, 70050})
 RESIGN_CODES = frozenset({70001, 70003})
 GONE_CODES = {
-    "destroy_group": frozenset({10010}),
+    # 10015: "invalid group ID", in the newest table "does not exist or has already been
+    # dismissed"; tencent-im.md §3.1 says to treat both as gone.
+    "destroy_group": frozenset({10010, 10015}),
     # get_group_info: each group's own ErrorCode; both mean "no such group (any more)".
     "get_group_info": frozenset({10010, 10015}),
 }
@@ -46,7 +50,7 @@ def classify(api: str, code: int, *, http_status: int | None = None) -> ErrorKin
         return ErrorKind.RESIGN
     if code in RETRYABLE_CODES:
         return ErrorKind.RETRYABLE
-    # 10003/10004/10007/10015, 6000x format/permission, 70009/70013/70014 and unknown codes.
+    # 10003/10004/10007, 6000x format/permission, 70009/70013/70014 and unknown codes.
     return ErrorKind.TERMINAL
 
 

@@ -12,7 +12,9 @@ from receiver.callbacks.service import RequestMeta, record_group_destroyed
 from receiver.dismissals.dispatcher import Backoff, Dispatcher
 from receiver.dismissals.reconciler import Reconciler
 from receiver.dismissals.service import request_batch, request_dismissal
+from receiver.im.errors import CODE_NETWORK
 from receiver.im.fake import FakeIMClient
+from receiver.im.ratelimit import RateLimiterUnavailable
 from receiver.models import Confirmation, Dismissal, DismissalAttempt, Status, utcnow
 from receiver.schemas.tencent import GroupDestroyedSchema
 from tests.conftest import TEST_SDKAPPID
@@ -124,7 +126,9 @@ def test_terminal_error_fails_with_last_error(committed_db, fake, dispatcher):
     assert (d.status, d.last_error_code, d.confirmation) == (Status.FAILED, 10007, None)
 
 
-def test_retryable_errors_give_up_after_max_attempts(committed_db, fake, dispatcher, clock):
+def test_retryable_errors_until_the_attempts_run_out_go_to_the_probe_not_to_failed(committed_db, fake, dispatcher,
+                                                                                    clock):
+    # IM never refused: `failed` would be untrue, and one of those calls may have dismissed it.
     fake.add_group("g4")
     fake.fail_next("g4", 60007, times=3)
     [did] = queue(committed_db, "g4")
@@ -132,7 +136,58 @@ def test_retryable_errors_give_up_after_max_attempts(committed_db, fake, dispatc
         dispatcher.run_until_idle()
         clock.advance(10)
     d = get(committed_db, did)
-    assert (d.status, d.attempts, d.last_error_code) == (Status.FAILED, 3, 60007)
+    assert (d.status, d.attempts, d.last_error_code) == (Status.AWAITING_CALLBACK, 3, 60007)
+    assert d.next_attempt_at <= clock.now  # probed at once
+    assert [a.outcome for a in attempts(committed_db, did)] == ["retry", "retry", "exhausted"]
+    reconciler = Reconciler(committed_db, fake, confirm_timeout=120, clock=clock)
+    assert reconciler.run_once().redispatched == 1  # still there: sent once more
+    dispatcher.run_until_idle()
+    assert get(committed_db, did).status == Status.AWAITING_CALLBACK
+    assert [g.group_id for g in fake.destroyed] == ["g4"]
+
+
+def test_exhausted_retries_of_a_group_one_call_did_dismiss_are_confirmed_by_the_probe(committed_db, fake, dispatcher,
+                                                                                      clock):
+    fake.add_group("g5")
+    fake.fail_next("g5", CODE_NETWORK, times=3)
+    [did] = queue(committed_db, "g5")
+    for _ in range(3):
+        dispatcher.run_until_idle()
+        clock.advance(10)
+    fake.groups.pop("g5")  # a timed-out call had reached IM after all
+    assert Reconciler(committed_db, fake, confirm_timeout=120, clock=clock).run_once().confirmed == 1
+    d = get(committed_db, did)
+    assert (d.status, d.confirmation) == (Status.CONFIRMED, Confirmation.PROBE)
+
+
+def test_destroy_10015_is_a_group_already_gone(committed_db, fake, dispatcher):
+    fake.add_group("g6")
+    fake.fail_next("g6", 10015)
+    [did] = queue(committed_db, "g6")
+    dispatcher.run_until_idle()
+    d = get(committed_db, did)
+    assert (d.status, d.confirmation, d.last_error_code) == (Status.CONFIRMED, Confirmation.ALREADY_GONE, 10015)
+
+
+class UnreachableLimiter:
+    def acquire(self, api):
+        raise RateLimiterUnavailable("rate-limit store unreachable: ConnectionError")
+
+
+def test_with_the_rate_limit_store_down_nothing_is_sent_counted_or_failed(committed_db, clock):
+    fake = FakeIMClient(limiter=UnreachableLimiter())
+    fake.add_group("g7")
+    [did] = queue(committed_db, "g7")
+    dispatcher = Dispatcher(committed_db, fake, worker_id="w1", concurrency=4, max_attempts=3, clock=clock)
+    try:
+        for _ in range(5):
+            dispatcher.run_until_idle()
+            clock.advance(10)
+    finally:
+        dispatcher.close()
+    d = get(committed_db, did)
+    assert (d.status, d.attempts, d.lease_owner) == (Status.QUEUED, 0, None)
+    assert attempts(committed_db, did) == [] and fake.calls == []
 
 
 def test_callback_before_the_rest_answer_is_never_undone(committed_db, fake, dispatcher):

@@ -19,7 +19,7 @@ from receiver.im.errors import (
 R, S, T, G = ErrorKind.RETRYABLE, ErrorKind.RESIGN, ErrorKind.TERMINAL, ErrorKind.GONE
 
 
-@pytest.mark.parametrize("code", [10002, 10006, 60007, 60008, 60011, 60018, 60019, 70169, 70500, 70050,
+@pytest.mark.parametrize("code", [10002, 10006, 60007, 60008, 60011, 60013, 60014, 60018, 60019, 70169, 70500, 70050,
                                   CODE_NETWORK, CODE_BAD_ANSWER])
 @pytest.mark.parametrize("api", ["destroy_group", "get_group_info", "create_group"])
 def test_retryable(api, code):
@@ -33,7 +33,7 @@ def test_resign(code):
 
 @pytest.mark.parametrize("api, code, kind", [
     ("destroy_group", 10010, G),
-    ("destroy_group", 10015, T),
+    ("destroy_group", 10015, G),  # "does not exist or has already been dismissed" (tencent-im.md §3.1)
     ("get_group_info", 10010, G),
     ("get_group_info", 10015, G),
     ("create_group", 10010, T),
