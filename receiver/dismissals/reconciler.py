@@ -14,6 +14,7 @@ from receiver.dismissals.states import Event, transition
 from receiver.im.client import MAX_GROUPS_PER_INFO_CALL
 from receiver.im.errors import IMError
 from receiver.models import Dismissal, DismissalAttempt, Status, utcnow
+from receiver.textsafety import storable
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class Reconciler:
                 else:
                     outcome = "error"
                     code = error.code if error else (probe.error_code if probe else -3)
-                    info = error.info if error else (probe.error_info if probe else "no answer for this group")
+                    info = storable(error.info if error else (probe.error_info if probe else "no answer for this group"))
                     report.errors += 1
                     if probe_count + 1 >= MAX_PROBE_ERRORS:
                         moved = transition(session, dismissal_id, Event.GIVE_UP, due_by=now, probes=probe_count + 1,
@@ -120,7 +121,7 @@ class Reconciler:
                     dismissal_id=dismissal_id, api="get_group_info", started_at=started,
                     duration_ms=int((now - started).total_seconds() * 1000), http_status=200 if error is None else error.http_status,
                     error_code=(probe.error_code if probe else (error.code if error else 0)),
-                    error_info=(probe.error_info if probe else (error.info if error else ""))[:2000],
+                    error_info=storable((probe.error_info if probe else (error.info if error else ""))[:2000]),
                     outcome=f"probe_{outcome}",
                 ))
                 report.outcomes[outcome] = report.outcomes.get(outcome, 0) + 1

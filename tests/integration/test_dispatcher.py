@@ -12,7 +12,7 @@ from receiver.callbacks.service import RequestMeta, record_group_destroyed
 from receiver.dismissals.dispatcher import Backoff, Dispatcher
 from receiver.dismissals.reconciler import Reconciler
 from receiver.dismissals.service import request_batch, request_dismissal
-from receiver.im.errors import CODE_NETWORK
+from receiver.im.errors import CODE_NETWORK, IMError
 from receiver.im.fake import FakeIMClient
 from receiver.im.ratelimit import RateLimiterUnavailable
 from receiver.models import Confirmation, Dismissal, DismissalAttempt, Status, utcnow
@@ -295,6 +295,23 @@ def test_reconciler_redispatches_a_surviving_group_once_then_gives_up(committed_
     # Evidence wins even now.
     deliver_callback(committed_db, "r2")
     assert get(committed_db, did).status == Status.CONFIRMED
+
+
+def test_a_probe_error_text_the_database_cannot_store_does_not_wedge_the_reconciler(committed_db, fake, dispatcher,
+                                                                                   clock):
+    # PostgreSQL refuses NUL in text: unmended, the batch rolled back and the same rows were
+    # probed again on every pass, never counting a probe.
+    fake.add_group("nul")
+    [did] = queue(committed_db, "nul")
+    dispatcher.run_until_idle()
+    clock.advance(121)
+    fake.script("get_group_info", None, IMError("get_group_info", 60014, "account check\x00timeout \ud800"))
+    report = Reconciler(committed_db, fake, confirm_timeout=120, clock=clock).run_once(max_batches=1)
+    assert report.errors == 1
+    d = get(committed_db, did)
+    assert (d.status, d.probes) == (Status.AWAITING_CALLBACK, 1)
+    [probe] = [a for a in attempts(committed_db, did) if a.api == "get_group_info"]
+    assert probe.error_info == "account check\ufffdtimeout \ufffd"
 
 
 def test_reconciler_probes_in_batches_of_fifty(committed_db, fake, dispatcher, clock):
