@@ -80,7 +80,9 @@ def reconcile_command() -> None:
     if not lease.ensure():
         raise click.ClickException("another reconciler (a running worker) holds the lease; it reconciles on its own")
     try:
-        report = Reconciler(get_database(), client, confirm_timeout=config.confirm_timeout_seconds).run_once(max_batches=10_000)
+        # A long pass renews the lease between batches and stops if it is lost (a worker took over).
+        report = Reconciler(get_database(), client, confirm_timeout=config.confirm_timeout_seconds).run_once(
+            max_batches=10_000, keep_going=lambda: lease.ensure() and lease.valid())
     finally:
         lease.release()
     click.echo(f"probed {report.probed}: confirmed {report.confirmed}, re-dispatched {report.redispatched}, "

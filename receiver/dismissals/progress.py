@@ -22,7 +22,12 @@ def _counts(database: Database, ids: list[str]) -> Counter:
 
 
 def wait_for_final(database: Database, ids: list[str], *, timeout: float, interval: float = 0.5) -> dict[str, int]:
-    """Poll until every dismissal is final (or timeout), drawing a progress bar; return counts."""
+    """Poll until every dismissal is final (or timeout), drawing a progress bar; return counts.
+
+    Each id counts once: a group listed twice (or in two chunks of a large request) comes back as
+    the same dismissal, which the database counts once.
+    """
+    ids = list(dict.fromkeys(ids))
     deadline = time.monotonic() + timeout
     done = 0
     counts: Counter = Counter()

@@ -20,6 +20,7 @@ from receiver.im.client import IMCall, IMRestClient
 from receiver.im.ratelimit import build_limiter
 from receiver.leases import AlwaysHeld, DatabaseLease
 from receiver.metrics import Metrics
+from receiver.randomness import random_bytes
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +33,14 @@ class MissingSecretKey(RuntimeError):
 
 
 def worker_id() -> str:
-    """`host:pid`, cut to fit the 64-character lease columns."""
-    pid = f":{os.getpid()}"
-    return socket.gethostname()[: 64 - len(pid)] + pid
+    """`host:pid:random`, cut to fit the 64-character lease columns.
+
+    The random part keeps two workers apart that share a host name and a process id (containers
+    on the host's network, each running its worker as PID 1): the same id, they would both hold
+    the sender lease and each other's row leases.
+    """
+    tail = f":{os.getpid()}:{random_bytes(3).hex()}"
+    return socket.gethostname()[: 64 - len(tail)] + tail
 
 
 def build_client(config: Config, metrics: Metrics | None = None) -> IMRestClient:

@@ -30,6 +30,26 @@ def test_dismiss_queues_from_args_and_file_and_reports_open_ones(app, db, tmp_pa
         ]
 
 
+def test_waiting_counts_a_dismissal_listed_twice_once(db):
+    from receiver.dismissals.progress import wait_for_final
+    from receiver.dismissals.service import request_dismissal
+    from tests.conftest import TEST_SDKAPPID
+
+    with db.session_scope() as s:
+        d = request_dismissal(s, sdkappid=TEST_SDKAPPID, group_id="twice").dismissal
+        d.status = Status.CONFIRMED
+        did = d.id
+    # The same group in two chunks of a large `dismiss` comes back as one dismissal, twice.
+    assert wait_for_final(db, [did, did], timeout=2, interval=0.05) == {"confirmed": 1}
+
+
+def test_worker_ids_differ_even_with_the_same_host_and_pid():
+    from receiver.dismissals.worker import worker_id
+
+    first, second = worker_id(), worker_id()
+    assert first != second and len(first) <= 64 and first.rsplit(":", 2)[0] == second.rsplit(":", 2)[0]
+
+
 def test_dismiss_rejects_bad_input_clearly(app):
     runner = app.test_cli_runner()
     result = runner.invoke(args=["dismiss"])
