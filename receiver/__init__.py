@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from receiver.config import Config, load_config
+from receiver.config import Config, ConfigError, load_config
 
 
 def create_app(config: Config | None = None, *, database=None, metrics=None) -> Flask:
@@ -65,6 +65,11 @@ def _init_spool(app: Flask, config: Config, database) -> None:
     from receiver.callbacks.spool import Spool
 
     spool = Spool(config.spool_dir)
+    try:
+        spool.check()
+    except OSError as exc:  # found now, not in the middle of a database outage with callbacks to keep
+        raise ConfigError(f"SPOOL_DIR {str(config.spool_dir)!r} cannot hold the outage spool: "
+                          f"{exc.strerror or type(exc).__name__}") from None
     metrics = app.extensions["receiver.metrics"]
     drainer = SpoolDrainer(spool, database, on_drained=metrics.drained.inc)
     app.extensions["receiver.spool"] = spool

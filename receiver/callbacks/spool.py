@@ -60,14 +60,41 @@ class Spool:
     # -- writing --------------------------------------------------------------------------------
 
     def append(self, item: SpooledRequest) -> None:
-        """Write one request durably (returns only after fsync)."""
+        """Write one request durably (returns only after fsync).
+
+        A write that fails part way (disk full) raises, and takes back what it wrote: left in
+        place, the fragment would be glued to the next request's line, which would then be
+        acknowledged and never drained. If even that fails, the segment is closed, so the next
+        request starts a new one and the fragment stays a torn line of its own.
+        """
         line = item.to_line()
         with self._lock:
             fd = self._writer_fd()
-            view = memoryview(line)
-            while view:  # a short write (disk full) must not be acknowledged as written
-                view = view[os.write(fd, view):]
+            start = os.fstat(fd).st_size
+            try:
+                view = memoryview(line)
+                while view:  # a short write (disk full) must not be acknowledged as written
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            except BaseException:
+                try:
+                    os.ftruncate(fd, start)
+                except OSError:
+                    os.close(fd)
+                    self._fd = self._segment = self._segment_pid = None
+                raise
+
+    def check(self) -> None:
+        """Make the directory and write, fsync and remove a file there; OSError if it cannot be done."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        probe = self.directory / f".probe-{os.getpid()}-{os.urandom(3).hex()}"
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, b"probe\n")
             os.fsync(fd)
+        finally:
+            os.close(fd)
+            probe.unlink(missing_ok=True)
 
     def _writer_fd(self) -> int:
         if self._fd is not None and self._segment_pid == os.getpid():

@@ -143,3 +143,16 @@ def test_the_worker_holds_im_answers_through_an_outage_and_loses_no_claim(commit
         assert {d.status for d in rows} == {Status.AWAITING_CALLBACK}
         assert [d.attempts for d in rows] == [1] * 5
     assert len(fake.calls_to("destroy_group")) == 5  # nothing sent twice
+
+
+def test_a_spool_directory_that_cannot_be_written_stops_the_app_at_start(app_factory, db, tmp_path):
+    # Found at start, not during an outage with callbacks to keep (they would be answered 500).
+    from pathlib import Path
+
+    from receiver.config import ConfigError
+
+    (tmp_path / "a-file").write_text("not a directory")
+    for bad in (Path("/proc/receiver-spool"), tmp_path / "a-file"):
+        with pytest.raises(ConfigError, match="SPOOL_DIR"):
+            app_factory(db, spool_dir=bad)
+    assert app_factory(db, spool_dir=tmp_path / "new" / "spool").extensions["receiver.spool"].segments() == []

@@ -2,6 +2,7 @@
 
 import fcntl
 import os
+from pathlib import Path
 from datetime import datetime, timezone
 
 import pytest
@@ -105,3 +106,41 @@ def test_a_new_segment_is_locked_before_it_is_visible(tmp_path):
     # It bears a segment name only once its writer holds the lock: a drainer cannot take it.
     assert Spool(tmp_path).drain(lambda it: None) == 0
     assert segment.exists()
+
+
+@pytest.mark.parametrize("truncate_works", [True, False])
+def test_a_write_that_fails_part_way_leaves_nothing_glued_to_the_next_line(tmp_path, monkeypatch, truncate_works):
+    spool = Spool(tmp_path)
+    spool.append(item(1))
+    real_write = os.write
+
+    def half_then_disk_full(fd, data):
+        monkeypatch.setattr(os, "write", real_write)
+        real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_then_disk_full)
+    if not truncate_works:
+        monkeypatch.setattr(os, "ftruncate", lambda fd, size: (_ for _ in ()).throw(OSError(5, "I/O error")))
+    with pytest.raises(OSError):
+        spool.append(item(2))  # not acknowledged: the endpoint answers an error
+    monkeypatch.undo()
+    spool.append(item(3))
+    spool.close_segment()
+    seen = []
+    assert spool.drain(lambda it: seen.append(it.raw_body)) == 2
+    assert seen == [b'{"n": 1}', b'{"n": 3}']
+    assert not list(tmp_path.glob("*.bad"))
+
+
+@pytest.mark.parametrize("where", ["a file", "/proc"])
+def test_check_refuses_a_directory_it_cannot_write(tmp_path, where):
+    target = tmp_path / "spool"
+    if where == "a file":
+        target.write_text("not a directory")
+    else:
+        target = Path("/proc/receiver-spool-test")  # not even root creates files there
+    with pytest.raises(OSError):
+        Spool(target).check()
+    Spool(tmp_path / "fine" / "nested").check()
+    assert list((tmp_path / "fine" / "nested").iterdir()) == []
