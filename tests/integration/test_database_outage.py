@@ -145,14 +145,20 @@ def test_the_worker_holds_im_answers_through_an_outage_and_loses_no_claim(commit
     assert len(fake.calls_to("destroy_group")) == 5  # nothing sent twice
 
 
-def test_a_spool_directory_that_cannot_be_written_stops_the_app_at_start(app_factory, db, tmp_path):
+def test_a_spool_directory_that_cannot_be_written_stops_the_app_at_start(db, tmp_path):
     # Found at start, not during an outage with callbacks to keep (they would be answered 500).
     from pathlib import Path
 
+    from receiver import create_app
     from receiver.config import ConfigError
+    from receiver.metrics import Metrics
+    from tests.conftest import make_config
+
+    def build(spool_dir):
+        return create_app(make_config(None, database_url=db.url, spool_dir=spool_dir), database=db, metrics=Metrics())
 
     (tmp_path / "a-file").write_text("not a directory")
     for bad in (Path("/proc/receiver-spool"), tmp_path / "a-file"):
         with pytest.raises(ConfigError, match="SPOOL_DIR"):
-            app_factory(db, spool_dir=bad)
-    assert app_factory(db, spool_dir=tmp_path / "new" / "spool").extensions["receiver.spool"].segments() == []
+            build(bad)
+    assert build(tmp_path / "new" / "spool").extensions["receiver.spool"].segments() == []
