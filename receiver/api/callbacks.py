@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from flask_smorest import Blueprint
 from marshmallow import RAISE
 from werkzeug.exceptions import HTTPException
 
 from receiver import queries
-from receiver.api.common import documented_errors, page_body
+from receiver.api.common import Blueprint, documented_errors, page_body
 from receiver.api.errors import handle_http_exception
 from receiver.db import get_session
 from receiver.schemas.api import RAW_BODY_PREVIEW_BYTES, CallbackListQuerySchema, CallbackPageSchema

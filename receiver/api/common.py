@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from http import HTTPStatus
 
 from flask import current_app
-from flask_smorest import Blueprint, abort
+from flask_smorest import Blueprint as SmorestBlueprint, abort
+from webargs.flaskparser import FlaskParser
 
 from receiver.config import Config
 from receiver.dismissals.service import DismissalRequestError, IdempotencyConflict
@@ -13,6 +15,30 @@ from receiver.queries import Page
 from receiver.schemas.api import encode_cursor
 
 HUB_EXTENSION = "receiver.api.waiters"
+
+
+class _Parser(FlaskParser):
+    """webargs' parser, with every body json.loads cannot take answered as invalid JSON (400).
+
+    `json.loads` raises RecursionError for arrays nested a few thousand deep and ValueError for
+    an integer of more than 4,300 digits; neither is a JSONDecodeError, so webargs let them
+    through as a 500.
+    """
+
+    def _raw_load_json(self, req):
+        try:
+            return super()._raw_load_json(req)
+        except (RecursionError, ValueError) as exc:
+            if isinstance(exc, json.JSONDecodeError):
+                raise
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise json.JSONDecodeError(reason, "?", 0) from None
+
+
+class Blueprint(SmorestBlueprint):
+    """flask-smorest's Blueprint with our request parser."""
+
+    ARGUMENTS_PARSER = _Parser()
 
 
 def settings() -> Config:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 from marshmallow import EXCLUDE, RAISE
 from werkzeug.exceptions import HTTPException
 
 from receiver import queries
-from receiver.api.common import abort_request_error, documented_errors, page_body, settings, waiter_hub
+from receiver.api.common import Blueprint, abort_request_error, documented_errors, page_body, settings, waiter_hub
 from receiver.api.errors import handle_http_exception
 from receiver.api.waiter import await_dismissal
 from receiver.db import get_session

@@ -94,6 +94,19 @@ def test_post_refuses_bad_json_with_400_and_an_oversized_key_with_422(client):
     assert resp.status_code == 422 and "Idempotency-Key" in resp.get_json()["errors"]["headers"]
 
 
+@pytest.mark.parametrize("raw", [
+    b"[" * 100_000,  # json.loads: RecursionError
+    b'{"a":' * 50_000,
+    b'{"group_id": ' + b"1" * 5_000 + b"}",  # json.loads: ValueError (over 4,300 digits)
+])
+@pytest.mark.parametrize("path", ["/v1/dismissals", "/v1/dismissals/batch"])
+def test_json_that_python_cannot_read_is_400_not_500(client, path, raw):
+    resp = client.post(path, data=raw, headers={**AUTH, "Content-Type": "application/json"})
+    assert resp.status_code == 400
+    assert resp.get_json() == {"code": 400, "status": "Bad Request", "message": "The request body is not valid JSON.",
+                               "errors": {"json": ["Invalid JSON body."]}}
+
+
 def test_body_over_the_size_limit_is_413_in_our_shape(client):
     resp = client.post("/v1/dismissals/batch", data=b"[" + b" " * (5 * 1024 * 1024) + b"]",
                        headers={**AUTH, "Content-Type": "application/json"})
