@@ -19,7 +19,7 @@ _GROUP_ID = {"in": "path", "name": "group_id", "description": "The IM group ID (
 _ACCOUNT = {"in": "path", "name": "account", "description": "The member's IM account (UserID)."}
 
 
-@blp.get("/groups/<string:group_id>", parameters=[_GROUP_ID])
+@blp.get("/groups/<path:group_id>", parameters=[_GROUP_ID])  # IM group IDs may hold "/"
 @blp.response(200, GroupSchema)
 @documented_errors(blp, 404)
 def get_group(group_id):
@@ -30,7 +30,7 @@ def get_group(group_id):
     return view
 
 
-@blp.get("/members/<string:account>/dismissals", parameters=[_ACCOUNT])
+@blp.get("/members/<path:account>/dismissals", parameters=[_ACCOUNT])
 @blp.arguments(PageQuerySchema, location="query", unknown=RAISE)
 @blp.response(200, DismissalPageSchema)
 @documented_errors(blp)

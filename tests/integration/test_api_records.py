@@ -50,6 +50,16 @@ def test_group_shows_dismissals_and_members_of_the_latest_callback(client, db):
     assert newest["callback"]["owner_account"] is None and newest["callback"]["name"] is None
 
 
+def test_group_ids_and_accounts_holding_a_slash_can_be_looked_up(client):
+    # Custom group IDs (and accounts) are any printable ASCII: "/" included, sent as %2F.
+    assert client.post("/v1/dismissals", json={"group_id": "team/a"}, headers=AUTH).status_code == 202
+    deliver(client, destroyed_body("room/7", event_time=int(time.time() * 1000), members=("x/y", "z")))
+    assert get(client, f"/v1/groups/{quote('team/a', safe='')}")["dismissals"][0]["group_id"] == "team/a"
+    assert get(client, f"/v1/groups/{quote('room/7', safe='')}")["members"] == ["x/y", "z"]
+    items = get(client, f"/v1/members/{quote('x/y', safe='')}/dismissals")["items"]
+    assert [d["group_id"] for d in items] == ["room/7"]
+
+
 def test_group_without_callback_has_no_members_and_unknown_group_is_404(client):
     client.post("/v1/dismissals", json={"group_id": "quiet"}, headers=AUTH)
     group = get(client, "/v1/groups/quiet")
