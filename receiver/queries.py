@@ -29,7 +29,8 @@ GROUP_DISMISSALS_SHOWN = 200
 _WITHOUT_RAW_BODY = defaultload(Dismissal.callback).defer(Callback.raw_body, raiseload=True)
 
 
-def _dismissals():
+def dismissals_select():
+    """`select(Dismissal)` for showing dismissals: their callbacks come without the raw body."""
     return select(Dismissal).options(_WITHOUT_RAW_BODY)
 
 
@@ -113,14 +114,14 @@ def list_dismissals(
         where.append(Dismissal.source == source)
     if group_id is not None:
         where.append(Dismissal.group_id == group_id)
-    rows = session.scalars(_dismissals().where(*where).order_by(Dismissal.id.desc()).limit(limit + 1)).all()
+    rows = session.scalars(dismissals_select().where(*where).order_by(Dismissal.id.desc()).limit(limit + 1)).all()
     return _page(rows, limit)
 
 
 def group_view(*, session: Session, group_id: str) -> GroupView | None:
     """A group's dismissals (newest first) and its members as of its latest dismissal callback."""
     dismissals = list(session.scalars(
-        _dismissals().where(Dismissal.group_id == group_id).order_by(Dismissal.id.desc()).limit(GROUP_DISMISSALS_SHOWN)
+        dismissals_select().where(Dismissal.group_id == group_id).order_by(Dismissal.id.desc()).limit(GROUP_DISMISSALS_SHOWN)
     ))
     latest_callback = session.scalar(
         select(Callback.id)
@@ -146,7 +147,7 @@ def member_dismissals(*, session: Session, account: str, limit: int, after: str 
     ids = session.scalars(ids_query.distinct().order_by(GroupMember.dismissal_id.desc()).limit(limit + 1)).all()
     if not ids:
         return Page([], None)
-    rows = session.scalars(_dismissals().where(Dismissal.id.in_(ids)).order_by(Dismissal.id.desc())).all()
+    rows = session.scalars(dismissals_select().where(Dismissal.id.in_(ids)).order_by(Dismissal.id.desc())).all()
     return _page(rows, limit)
 
 

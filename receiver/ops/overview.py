@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from receiver.models import CallbackState, Confirmation, Dismissal, Source, Status
-from receiver.queries import callback_counts, dismissal_counts
+from receiver.queries import callback_counts, dismissal_counts, dismissals_select
 
 # Upper bounds (seconds) of the latency bars; the last bar holds everything slower.
 LATENCY_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300)
@@ -95,7 +95,7 @@ def overview(*, session: Session, limit: int = 50) -> Overview:
     """Counts by status and source, the newest `limit` dismissals, and recent confirmation latency."""
     by_status, by_source = dismissal_counts(session=session)
     quarantined = callback_counts(session=session)[CallbackState.QUARANTINED.value]
-    latest = list(session.scalars(select(Dismissal).order_by(Dismissal.id.desc()).limit(limit)).unique())
+    latest = list(session.scalars(dismissals_select().order_by(Dismissal.id.desc()).limit(limit)).unique())
     # Latency of our own dismissals confirmed by evidence (not 10010), newest first by id.
     rows = session.execute(
         select(Dismissal.requested_at, Dismissal.confirmed_at)

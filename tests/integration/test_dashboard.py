@@ -70,3 +70,27 @@ def test_dashboard_shows_counts_latest_dismissals_and_latency(client, db):
     assert "&lt;b&gt;bad&lt;/b&gt; param" in page  # escaped
     assert '<svg id="latency"' in page and "p50 <strong>" in page
     assert "<script" not in page
+
+
+def test_the_dashboard_never_reads_raw_bodies(client, db):
+    # Its 50 latest dismissals show their callbacks' fields; a body may be 1 MiB, and the page
+    # refreshes every few seconds.
+    from sqlalchemy import event
+
+    body = destroyed_body("g-dash-raw", event_time=int(utcnow().timestamp() * 1000))
+    assert client.post(f"/im/callback?{callback_query(TEST_SDKAPPID)}", data=encode(body),
+                       content_type="application/json").status_code == 200
+    statements = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    engine = db.engine
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        page = client.get("/", headers={"Authorization": f"Bearer {API_TOKEN}"}).get_data(as_text=True)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert "g-dash-raw" in page
+    assert any("FROM dismissals" in s for s in statements)
+    assert not [s for s in statements if "raw_body" in s]
