@@ -122,17 +122,30 @@ def _mask_url_password(url: str) -> str:
     return url
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+# Far above any sensible setting, far below what breaks (a date past year 9999, a float overflow).
+_MAX_SECONDS = 30 * 86400
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0, maximum: int = _MAX_SECONDS) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19:
+        raise ConfigError(f"{name} must be a whole number, got {raw[:40]!r}")
+    value = int(raw)
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name} must be between {minimum} and {maximum}, got {value}")
     return value
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(env: Mapping[str, str]) -> str:
+    level = (env.get("LOG_LEVEL", "").strip() or "INFO").upper()
+    if level not in _LOG_LEVELS:
+        raise ConfigError(f"LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}, got {level[:40]!r}")
+    return level
 
 
 def _secret(env: Mapping[str, str], name: str) -> Secret | None:
@@ -206,13 +219,13 @@ def load_config(environ: Mapping[str, str] | None = None, *, dotenv_path: str | 
 
     return Config(
         database_url=database_url,
-        im_sdkappid=_int(env, "IM_SDKAPPID", Config.im_sdkappid, minimum=1),
+        im_sdkappid=_int(env, "IM_SDKAPPID", Config.im_sdkappid, minimum=1, maximum=2**32 - 1),
         im_secret_key=_secret(env, "IM_SECRET_KEY"),
         im_admin_identifier=admin,
         im_api_base=api_base.rstrip("/"),
         im_callback_tokens=_secret_list(env, "IM_CALLBACK_TOKEN"),
         im_callback_max_skew_seconds=_int(env, "IM_CALLBACK_MAX_SKEW_SECONDS", 60, minimum=1),
-        im_rate_limit_per_second=_int(env, "IM_RATE_LIMIT_PER_SECOND", 200, minimum=1),
+        im_rate_limit_per_second=_int(env, "IM_RATE_LIMIT_PER_SECOND", 200, minimum=1, maximum=100_000),
         confirm_timeout_seconds=_int(env, "CONFIRM_TIMEOUT_SECONDS", 120, minimum=1),
         api_tokens=_secret_list(env, "API_TOKENS"),
         redis_url=_secret(env, "REDIS_URL"),
@@ -222,16 +235,16 @@ def load_config(environ: Mapping[str, str] | None = None, *, dotenv_path: str | 
         prometheus_multiproc_dir=Path(env["PROMETHEUS_MULTIPROC_DIR"].strip())
         if env.get("PROMETHEUS_MULTIPROC_DIR", "").strip() else None,
         log_format=log_format,
-        log_level=(env.get("LOG_LEVEL", "").strip() or "INFO").upper(),
-        dispatch_concurrency=_int(env, "DISPATCH_CONCURRENCY", 32, minimum=1),
+        log_level=_log_level(env),
+        dispatch_concurrency=_int(env, "DISPATCH_CONCURRENCY", 32, minimum=1, maximum=1000),
         dispatch_lease_seconds=_int(env, "DISPATCH_LEASE_SECONDS", 60, minimum=5),
-        dispatch_max_attempts=_int(env, "DISPATCH_MAX_ATTEMPTS", 8, minimum=1),
-        im_http_timeout_seconds=float(_int(env, "IM_HTTP_TIMEOUT_SECONDS", 5, minimum=4)),
+        dispatch_max_attempts=_int(env, "DISPATCH_MAX_ATTEMPTS", 8, minimum=1, maximum=1000),
+        im_http_timeout_seconds=float(_int(env, "IM_HTTP_TIMEOUT_SECONDS", 5, minimum=4, maximum=600)),
         im_proxy_url=_proxy_for(env, api_base),
         im_ca_bundle=(env.get("REQUESTS_CA_BUNDLE") or env.get("CURL_CA_BUNDLE") or env.get("SSL_CERT_FILE")
                       or "").strip() or None,
-        port=_int(env, "PORT", 8000, minimum=1),
-        imsim_port=_int(env, "IMSIM_PORT", 8001, minimum=1),
+        port=_int(env, "PORT", 8000, minimum=1, maximum=65535),
+        imsim_port=_int(env, "IMSIM_PORT", 8001, minimum=1, maximum=65535),
     )
 
 

@@ -6,7 +6,9 @@ import re
 from datetime import timedelta
 
 _UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
-_PATTERN = re.compile(r"\s*(\d{1,6})\s*([dhms])\s*", re.I)
+_PATTERN = re.compile(r"\s*(\d{1,6})\s*([dhms])\s*", re.I | re.ASCII)
+# A cutoff this far back is still a date (999999d before now is not: an OverflowError).
+MAX_DURATION = timedelta(days=36500)
 
 
 def parse_duration(text: str) -> timedelta:
@@ -17,4 +19,7 @@ def parse_duration(text: str) -> timedelta:
     amount, unit = int(match.group(1)), match.group(2).lower()
     if amount == 0:
         raise ValueError("the duration must be greater than zero")
-    return timedelta(**{_UNITS[unit]: amount})
+    duration = timedelta(**{_UNITS[unit]: amount})
+    if duration > MAX_DURATION:
+        raise ValueError(f"{text.strip()!r} is too long: at most {MAX_DURATION.days}d")
+    return duration

@@ -20,7 +20,7 @@ MAX_WAIT_SECONDS = 30
 RAW_BODY_PREVIEW_BYTES = 4096
 
 _RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$", re.ASCII
 )
 _ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 

@@ -72,7 +72,8 @@ def test_parse_time_accepts_rfc3339_with_any_offset(text, expected):
 
 
 @pytest.mark.parametrize("text", ["2026-11-29", "2026-11-29T20:41:08", "2026-02-30T00:00:00Z", "2026-11-29T24:00:00Z",
-                                  "0001-01-01T00:00:00+01:00", "2026-11-29T20:41:08+25:00", "yesterday", "1700000000"])
+                                  "0001-01-01T00:00:00+01:00", "2026-11-29T20:41:08+25:00", "yesterday", "1700000000",
+                                  "١١١١-01-01T00:00:00Z"])  # digits of another script
 def test_parse_time_refuses_anything_else(text):
     with pytest.raises(ValueError):
         parse_time(text)

@@ -39,6 +39,15 @@ def test_secrets_never_show_in_repr_or_summary():
     ({"IM_API_BASE": "console.tim.qq.com"}, "IM_API_BASE"),
     ({"IM_CALLBACK_ALLOWED_IPS": "10.0.0.0/8,not-an-ip"}, "IM_CALLBACK_ALLOWED_IPS"),
     ({"METRICS_PUBLIC": "maybe"}, "METRICS_PUBLIC"),
+    # Accepted once, then a crash at run time (an unknown level, a float or date overflow, a
+    # 500 from a column too small):
+    ({"LOG_LEVEL": "verbose"}, "LOG_LEVEL"),
+    ({"IM_HTTP_TIMEOUT_SECONDS": "9" * 400}, "IM_HTTP_TIMEOUT_SECONDS"),
+    ({"CONFIRM_TIMEOUT_SECONDS": str(10**12)}, "CONFIRM_TIMEOUT_SECONDS"),
+    ({"DISPATCH_LEASE_SECONDS": str(10**12)}, "DISPATCH_LEASE_SECONDS"),
+    ({"IM_SDKAPPID": str(2**63)}, "IM_SDKAPPID"),
+    ({"IM_SDKAPPID": "١٤٠٠"}, "IM_SDKAPPID"),
+    ({"PORT": "70000"}, "PORT"),
 ])
 def test_bad_values_fail_at_startup_naming_the_variable(env, name):
     with pytest.raises(ConfigError, match=name):

@@ -20,11 +20,18 @@ def test_durations(text, expected):
     assert parse_duration(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "d", "90", "1.5d", "90 days", "-1d", "0h", "1d2h"])
+@pytest.mark.parametrize("text", ["", "d", "90", "1.5d", "90 days", "-1d", "0h", "1d2h", "٩٠d"])
 def test_bad_durations_say_why(text):
     with pytest.raises(ValueError) as err:
         parse_duration(text)
     assert "duration" in str(err.value)
+
+
+def test_durations_stop_at_a_hundred_years():
+    # 999999d before now is before year 1: an OverflowError traceback in purge and replay.
+    assert parse_duration("36500d") == timedelta(days=36500)
+    with pytest.raises(ValueError, match="too long: at most 36500d"):
+        parse_duration("999999d")
 
 
 @given(st.lists(st.floats(min_value=0, max_value=10_000, allow_nan=False), max_size=200))
