@@ -23,7 +23,9 @@ blp.register_error_handler(HTTPException, handle_http_exception)
 def list_callbacks(args):
     """List stored callbacks, accepted and quarantined, newest first.
 
-    `since`/`until` select by when the callback was received.
+    `since`/`until` select by when the callback was stored: when it was received, or, for one
+    drained from the outage spool or replayed from quarantine, when that stored it (its
+    `received_at` keeps the original time).
     """
     page = queries.list_callbacks(
         session=get_session(), limit=args["limit"], after=args.get("cursor"), preview_bytes=RAW_BODY_PREVIEW_BYTES,
