@@ -47,6 +47,10 @@ class Backoff:
         return ceiling * rng.uniform(0.5, 1.0)
 
 
+class _NotOurs(Exception):
+    """The claimed row was retaken or settled before its call could leave: nothing is sent."""
+
+
 @dataclass(frozen=True)
 class _Answer:
     """IM's answer to one destroy_group call, waiting to be recorded."""
@@ -205,24 +209,34 @@ class Dispatcher:
 
     def _send_one(self, claim: Claim) -> None:
         started = self._clock()
-        # In the common case no write before the call: the claim, moments ago (at most
-        # 2 × concurrency calls ahead of the pacer, under RECHECK_AFTER), counted the attempt and
-        # leased the row for the call and for recording its answer. A row sent before (retaken
-        # from a dead worker, or a retry) may have been confirmed by a late callback since, and an
-        # older claim needs its lease renewed: check and renew those first. What remains is the
-        # window between claim (or check) and call, under a second as before: a callback landing
-        # in it means IM answers 10010, recorded as a late answer.
         leased_at = claim.claimed_at
-        if claim.attempts > 1 or time.monotonic() - claim.claimed_at > RECHECK_AFTER:
-            leased_at = time.monotonic()
-            if not self._renew(claim, started):
-                log.info("claim no longer ours; not sending", extra={"dismissal_id": claim.id})
-                return
+
+        def still_ours() -> None:
+            """Run by the client after the rate limiter's wait, just before the request leaves.
+
+            In the common case no write before the call: the claim, moments ago (at most
+            2 × concurrency calls ahead of the pacer, under RECHECK_AFTER), counted the attempt and
+            leased the row for the call and for recording its answer. A row sent before (retaken
+            from a dead worker, or a retry) may have been confirmed by a late callback since, and
+            an older claim needs its lease renewed: checked and renewed here, after the wait,
+            which with a low shared rate can outlast the lease (and another worker may have
+            retaken the row meanwhile). What remains is the window between this check and the
+            call: a callback landing in it means IM answers 10010, recorded as a late answer.
+            """
+            nonlocal leased_at
+            if claim.attempts > 1 or time.monotonic() - leased_at > RECHECK_AFTER:
+                leased_at = time.monotonic()
+                if not self._renew(claim, self._clock()):
+                    raise _NotOurs
+
         attempts = claim.attempts
         error: IMError | None = None
         try:
-            call = self.client.destroy_group(claim.group_id)
+            call = self.client.destroy_group(claim.group_id, before_send=still_ours)
             http_status, code, info, duration = call.http_status, 0, call.error_info, call.duration
+        except _NotOurs:
+            log.info("claim no longer ours; not sending", extra={"dismissal_id": claim.id})
+            return
         except IMError as exc:
             error = exc
             http_status, code, info, duration = exc.http_status, exc.code, exc.info, exc.duration

@@ -127,9 +127,13 @@ class IMRestClient:
 
     # -- the three APIs -------------------------------------------------------------------------
 
-    def destroy_group(self, group_id: str) -> IMCall:
-        """Dismiss a group; raise IMError (kind GONE for 10010) on failure."""
-        call = self._call("destroy_group", {"GroupId": group_id})
+    def destroy_group(self, group_id: str, *, before_send: Callable[[], None] | None = None) -> IMCall:
+        """Dismiss a group; raise IMError (kind GONE for 10010) on failure.
+
+        `before_send` runs after the rate limiter's wait, just before each request leaves; if it
+        raises, nothing is sent and the exception propagates.
+        """
+        call = self._call("destroy_group", {"GroupId": group_id}, before_send)
         if call.error_code != 0:
             raise self._error(call)
         return call
@@ -183,15 +187,18 @@ class IMRestClient:
 
     # -- transport ------------------------------------------------------------------------------
 
-    def _call(self, api: str, body: dict[str, Any]) -> IMCall:
-        call = self._attempt(api, body, self.signer.current())
+    def _call(self, api: str, body: dict[str, Any], before_send: Callable[[], None] | None = None) -> IMCall:
+        call = self._attempt(api, body, self.signer.current(), before_send)
         if call.error_code in RESIGN_CODES:
             # The cached sig expired or was refused: issue a fresh one and retry exactly once.
-            call = self._attempt(api, body, self.signer.force_renew())
+            call = self._attempt(api, body, self.signer.force_renew(), before_send)
         return call
 
-    def _attempt(self, api: str, body: dict[str, Any], usersig: str) -> IMCall:
+    def _attempt(self, api: str, body: dict[str, Any], usersig: str,
+                 before_send: Callable[[], None] | None = None) -> IMCall:
         self.limiter.acquire(api)
+        if before_send is not None:
+            before_send()
         params = {
             "sdkappid": str(self.sdkappid),
             "identifier": self.identifier,

@@ -67,9 +67,13 @@ class FakeIMClient:
 
     # -- the client interface -------------------------------------------------------------------
 
-    def destroy_group(self, group_id: str) -> IMCall:
+    def destroy_group(self, group_id: str, *, before_send: Callable[[], None] | None = None) -> IMCall:
+        if self.limiter is not None:  # as the real client: the wait first, then `before_send`
+            self.limiter.acquire("destroy_group")
+        if before_send is not None:
+            before_send()
         with self._lock:
-            self._enter("destroy_group", (group_id,))
+            self._enter("destroy_group", (group_id,), paced=True)
             self._raise_scripted("destroy_group", None)
             self._raise_scripted("destroy_group", group_id)
             group = self.groups.pop(group_id, None)
@@ -119,8 +123,8 @@ class FakeIMClient:
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _enter(self, api: str, args: tuple) -> None:
-        if self.limiter is not None:
+    def _enter(self, api: str, args: tuple, paced: bool = False) -> None:
+        if self.limiter is not None and not paced:
             self.limiter.acquire(api)
         self.calls.append(RecordedCall(api, args))
 

@@ -352,6 +352,48 @@ def test_a_retaken_claim_confirmed_by_its_callback_before_sending_is_not_sent(co
     assert (d.status, d.confirmation) == (Status.CONFIRMED, Confirmation.CALLBACK)
 
 
+class WaitDuring:
+    """A rate limiter whose wait is long enough for `during` to happen (once)."""
+
+    def __init__(self):
+        self.during = None
+
+    def acquire(self, api):
+        if self.during is not None:
+            during, self.during = self.during, None
+            during()
+        return 0.0
+
+
+def test_a_row_retaken_while_its_call_waited_for_the_rate_limit_is_not_sent_twice(committed_db, clock, monkeypatch):
+    # Several workers sharing a low rate through Redis can wait longer than the lease; the
+    # ownership check must come after that wait, not before it.
+    import receiver.dismissals.dispatcher as dispatcher_module
+
+    monkeypatch.setattr(dispatcher_module, "RECHECK_AFTER", 0.0)  # every claim counts as old
+    limiter = WaitDuring()
+    fake = FakeIMClient(limiter=limiter)
+    fake.add_group("slow")
+    [did] = queue(committed_db, "slow")
+    first = Dispatcher(committed_db, fake, worker_id="w1", lease_seconds=30, clock=clock)
+    second = Dispatcher(committed_db, FakeIMClient(), worker_id="w2", lease_seconds=30, clock=clock)
+    try:
+        [claim] = first.claim(1)
+
+        def lease_runs_out_and_w2_retakes_the_row():
+            clock.advance(31)
+            assert [c.id for c in second.claim(1)] == [did]
+
+        limiter.during = lease_runs_out_and_w2_retakes_the_row
+        first._send(claim)
+        assert fake.calls_to("destroy_group") == []  # w2 sends it; w1 does not too
+        d = get(committed_db, did)
+        assert (d.status, d.lease_owner, d.attempts) == (Status.SENDING, "w2", 2)
+    finally:
+        first.close()
+        second.close()
+
+
 def test_an_answer_the_database_refuses_does_not_cost_the_others_their_record(committed_db, fake, dispatcher,
                                                                              monkeypatch):
     """One answer that cannot be written is retried alone; the batch's other answers are kept."""
