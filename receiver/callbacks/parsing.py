@@ -42,8 +42,12 @@ def _no_duplicate_keys(pairs):
     return obj
 
 
+def _no_constants(name: str):
+    raise ValueError(f"{name} is not JSON")  # Python's json reads NaN and Infinity; JSON has neither
+
+
 # One decoder for every body: json.loads builds a new one whenever it is given a hook.
-_decoder = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys)
+_decoder = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
 
 
 def validate_body(raw: bytes, query_command: str | None) -> Parsed | Refused:

@@ -71,7 +71,7 @@ def check_sign(
     if not sign or not request_time:
         raise CallbackRejected(401, ERR_SIGN_MISSING, "sign_missing", "Sign and RequestTime are required (callback authentication is on)")
     request_time = request_time.strip()
-    if not is_decimal(request_time):
+    if not is_decimal(request_time) or len(request_time) > 12:  # int() of thousands of digits raises
         raise CallbackRejected(401, ERR_REQUEST_TIME, "request_time_invalid", "RequestTime must be Unix seconds")
     if abs(now - int(request_time)) > max_skew_seconds:
         raise CallbackRejected(
@@ -96,5 +96,7 @@ def check_address(remote_addr: str | None, allowed: Iterable[ipaddress.IPv4Netwo
         address = ipaddress.ip_address((remote_addr or "").strip())
     except ValueError:
         address = None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # ::ffff:10.0.0.5 from a server listening on [::] is 10.0.0.5
     if address is None or not any(address in net for net in allowed if net.version == address.version):
         raise CallbackRejected(403, ERR_FORBIDDEN_ADDRESS, "address_not_allowed", "source address is not in IM_CALLBACK_ALLOWED_IPS")

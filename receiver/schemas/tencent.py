@@ -33,7 +33,7 @@ class EventTimeField(fields.Field):
             raise self.make_error("invalid")
         if isinstance(value, str):
             value = value.strip()
-            if not is_decimal(value):
+            if not is_decimal(value) or len(value) > 15:  # the latest accepted has 15 digits
                 raise self.make_error("invalid")
             value = int(value)
         elif isinstance(value, float) and value.is_integer():

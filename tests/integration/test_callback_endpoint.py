@@ -124,6 +124,9 @@ def test_missing_wrong_or_stale_sign_is_unauthorized(signed_live, db, query_kw):
     (b"[" * 100000 + b"]" * 100000, "malformed JSON"),
     (encode({"CallbackCommand": "Group.CallbackAfterGroupDestroyed", "Type": "Public"}), "GroupId"),
     (encode(destroyed_body(EventTime="yesterday")), "EventTime"),
+    (encode(destroyed_body(EventTime="1" * 5000)), "EventTime"),  # int() refuses over 4,300 digits
+    (encode(destroyed_body()).replace(b'"Type"', b'"X": NaN, "Type"'), "NaN is not JSON"),
+    (encode(destroyed_body()).replace(b'"Type"', b'"X": -Infinity, "Type"'), "-Infinity is not JSON"),
     (encode(destroyed_body(MemberList=[{"Member_Account": None}])), "MemberList"),
     (encode(destroyed_body(CallbackCommand="Group.CallbackAfterGroupInfoChanged")), "does not match"),
 ])
@@ -258,6 +261,8 @@ def test_other_methods_get_the_envelope_and_405(live, db):
     ({"SdkAppid": f"+{TEST_SDKAPPID}"}, 403, "SdkAppid does not match"),
     ({"SdkAppid": f"{TEST_SDKAPPID:_}"}, 403, "SdkAppid does not match"),
     ({"RequestTime": "²"}, 401, "RequestTime must be Unix seconds"),  # a digit to str.isdigit, not to int()
+    ({"RequestTime": "9" * 400}, 401, "RequestTime must be Unix seconds"),  # float(): OverflowError
+    ({"RequestTime": "9" * 5000}, 401, "RequestTime must be Unix seconds"),  # int(): ValueError
 ])
 def test_numbers_int_would_read_but_are_not_plain_digits_are_refused_with_the_reason(signed_live, db, change, status,
                                                                                     info):

@@ -84,6 +84,9 @@ def test_address_allow_list():
     nets = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128"))
     verify.check_address("10.1.2.3", nets)
     verify.check_address("::1", nets)
+    verify.check_address("::ffff:10.0.0.5", nets)  # IPv4 as a server listening on [::] sees it
+    with pytest.raises(verify.CallbackRejected):
+        verify.check_address("::ffff:11.0.0.5", nets)
     for bad in ("11.0.0.1", "", None, "garbage"):
         with pytest.raises(verify.CallbackRejected) as exc:
             verify.check_address(bad, nets)
