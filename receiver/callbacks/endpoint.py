@@ -222,12 +222,21 @@ class CallbackEndpoint:
                     log.error("database unreachable; spooling callbacks", extra={"error": type(exc).__name__})
                 except Exception as exc:
                     # Valid on its face but not recordable (a bug or a limit we missed): keep it whole
-                    # in quarantine, where `replay` can take it once fixed, rather than lose it.
-                    log.exception("callback could not be recorded; quarantined")
+                    # in quarantine, where `replay` can take it once fixed, rather than lose it. If
+                    # even that fails, the database takes no writes (a read-only primary after a
+                    # failover): the spool below keeps it, as for an outage.
+                    log.exception("callback could not be recorded; quarantining it")
                     session.discard()
                     reason = f"could not be recorded ({type(exc).__name__}); kept in quarantine for replay"
-                    quarantine(session(), reason=reason, raw_body=raw, meta=meta, now=received_at)
-                    return _fail(400, ERR_BAD_REQUEST, reason, "quarantined")
+                    try:
+                        with sqlite_busy_timeout(CALLBACK_LOCK_WAIT_MS):
+                            quarantine(session(), reason=reason, raw_body=raw, meta=meta, now=received_at)
+                    except Exception as second:
+                        session.discard()
+                        log.error("could not quarantine either; spooling the callback",
+                                  extra={"error": type(second).__name__})
+                    else:
+                        return _fail(400, ERR_BAD_REQUEST, reason, "quarantined")
         finally:
             session.discard()
         if handled is None:

@@ -9,7 +9,7 @@ from typing import Callable
 
 from sqlalchemy import exc as sa_exc, text
 
-from receiver.callbacks.service import handle_body
+from receiver.callbacks.service import handle_body, quarantine
 from receiver.callbacks.spool import Spool, SpooledRequest
 from receiver.db import Database, sqlite_busy_timeout
 
@@ -39,6 +39,13 @@ class OutageBreaker:
         return self._clock() < self._open_until
 
 
+class _NotWritable(Exception):
+    """A spooled request could be neither recorded nor quarantined: keep it for a later pass."""
+
+
+_RETRY_LATER = (*DATABASE_DOWN, _NotWritable)
+
+
 class SpoolDrainer:
     """A background thread that empties the spool into the database whenever it can."""
 
@@ -53,8 +60,24 @@ class SpoolDrainer:
         self._lock = threading.Lock()
 
     def _handle(self, item: SpooledRequest) -> None:
-        with self.database.session_scope() as session:
-            handle_body(session, raw_body=item.raw_body, meta=item.meta, now=item.received_at)
+        """Store one spooled request as the endpoint would have: recorded, or else quarantined.
+
+        If even the quarantine fails, the database takes no writes yet: `_NotWritable` keeps the
+        line (and the rest) in the spool for a later pass.
+        """
+        try:
+            with self.database.session_scope() as session:
+                handle_body(session, raw_body=item.raw_body, meta=item.meta, now=item.received_at)
+        except DATABASE_DOWN:
+            raise
+        except Exception as exc:
+            log.exception("spooled callback could not be recorded; quarantining it")
+            reason = f"could not be recorded ({type(exc).__name__}); kept in quarantine for replay"
+            try:
+                with self.database.session_scope() as session:
+                    quarantine(session, reason=reason, raw_body=item.raw_body, meta=item.meta, now=item.received_at)
+            except Exception as second:
+                raise _NotWritable(type(second).__name__) from second
 
     def drain_once(self) -> int:
         """Drain what can be drained now; 0 if the database is still down."""
@@ -64,8 +87,8 @@ class SpoolDrainer:
         except DATABASE_DOWN:
             return 0
         try:
-            drained = self.spool.drain(self._handle, retry_later=lambda exc: isinstance(exc, DATABASE_DOWN))
-        except DATABASE_DOWN:
+            drained = self.spool.drain(self._handle, retry_later=lambda exc: isinstance(exc, _RETRY_LATER))
+        except _RETRY_LATER:
             return 0
         if drained:
             log.info("drained spooled callbacks", extra={"count": drained})

@@ -162,3 +162,36 @@ def test_a_spool_directory_that_cannot_be_written_stops_the_app_at_start(db, tmp
         with pytest.raises(ConfigError, match="SPOOL_DIR"):
             build(bad)
     assert build(tmp_path / "new" / "spool").extensions["receiver.spool"].segments() == []
+
+
+def test_a_database_that_takes_no_writes_keeps_callbacks_in_the_spool_until_it_does(backend, app_factory, tmp_path,
+                                                                                     live_server_factory):
+    spool_dir = tmp_path / "spool"  # app_factory's
+    # A read-only primary after a failover: not an outage to the driver (it answers, with an
+    # error), and quarantining fails the same way. The callback must neither be lost nor a 500.
+    if backend.name != "postgresql":
+        pytest.skip("SQLite's read-only error is an OperationalError: the outage path, tested above")
+    from urllib.parse import quote
+
+    read_only = Database(f"{backend.url}{quote(' -cdefault_transaction_read_only=on')}")
+    writable = Database(backend.url)
+    try:
+        server = live_server_factory(app_factory(read_only))
+        resp = requests.post(f"{server.url}/im/callback?{callback_query(TEST_SDKAPPID)}",
+                             data=encode(destroyed_body("g-read-only")), headers={"Content-Type": "application/json"},
+                             timeout=10)
+        assert resp.status_code == 200 and resp.json()["ErrorCode"] == 0
+        spool = server.app.extensions["receiver.spool"]
+        drainer = server.app.extensions["receiver.drainer"]
+        assert spool.depth() == 1
+        assert drainer.drain_once() == 0 and spool.depth() == 1  # still read-only: kept, not set aside
+        assert not list(spool_dir.glob("*.bad"))
+        drainer.database = writable  # the failover is over
+        assert drainer.drain_once() == 1 and spool.depth() == 0
+        with writable.session_scope() as s:
+            assert s.scalars(select(Callback.group_id).where(Callback.state == CallbackState.ACCEPTED)).all() == \
+                ["g-read-only"]
+    finally:
+        read_only.dispose()
+        writable.dispose()
+        backend.clean()
