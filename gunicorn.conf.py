@@ -2,6 +2,8 @@
 
 import gc
 import os
+import shutil
+import tempfile
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 # Threads suit this service: handlers wait on the database and long-polls wait on events.
@@ -15,6 +17,20 @@ graceful_timeout = 30
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+
+# Several workers, each with its own counters: a scrape answered by one, then by another, would
+# see counters go backwards (a reset, to Prometheus). Unless the operator shares a directory
+# with the worker process (README, Metrics), the workers share one of their own, made here in
+# the master before they fork and import prometheus-client, and removed when it exits.
+_OWN_METRICS_DIR = None
+if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip():
+    _OWN_METRICS_DIR = tempfile.mkdtemp(prefix="receiver-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _OWN_METRICS_DIR
+
+
+def on_exit(server):
+    if _OWN_METRICS_DIR is not None:
+        shutil.rmtree(_OWN_METRICS_DIR, ignore_errors=True)
 
 
 def post_worker_init(worker):

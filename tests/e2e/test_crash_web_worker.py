@@ -244,3 +244,26 @@ def test_sigkill_of_a_gunicorn_worker_mid_request_loses_no_acknowledged_callback
     assert quarantined == 0
     print(json.dumps({"stream": STREAM, "slow": SLOW, "killed_mid_body": len(died), "resent": len(resent),
                       "acknowledged_before_kill": killed_at}))
+
+
+def test_counters_never_go_backwards_across_workers_without_a_metrics_directory(tmp_path):
+    # Two workers and no PROMETHEUS_MULTIPROC_DIR set by the operator (the Procfile as it is):
+    # each scrape, whichever worker answers it, must count every worker's requests.
+    web = Web(service_env(f"sqlite:///{tmp_path / 'metrics.db'}", SPOOL_DIR=str(tmp_path / "spool")),
+              tmp_path / "web.log", workers=2, threads=4)
+    try:
+        subprocess.run([sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"], cwd=ROOT, check=True,
+                       env=service_env(f"sqlite:///{tmp_path / 'metrics.db'}", SPOOL_DIR=str(tmp_path / "spool")),
+                       capture_output=True, timeout=120)
+        web.wait_ready()
+        seen = []
+        for _ in range(30):
+            with requests.Session() as fresh:  # a new connection each time: either worker may answer
+                assert fresh.get(f"{web.url}/healthz", timeout=5).status_code == 200
+                text = fresh.get(f"{web.url}/metrics", timeout=5).text
+            [line] = [ln for ln in text.splitlines()
+                      if ln.startswith('receiver_http_requests_total{endpoint="/healthz",status="200"}')]
+            seen.append(float(line.rsplit(" ", 1)[1]))
+        assert seen == sorted(seen) and seen[-1] >= 30, seen
+    finally:
+        web.stop()
