@@ -64,6 +64,23 @@ def mask_secrets(text: str) -> str:
     return text
 
 
+# What would break a line in two for a reader of the log (Python's str.splitlines, log shippers):
+# written as escapes, so a value from a request (a path, a query parameter) cannot forge a line.
+_LINE_BREAKERS = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
+_JSON_LINE_BREAKERS = re.compile("[\x85\u2028\u2029]")
+
+
+def _escape(match: re.Match) -> str:
+    return match.group().encode("unicode_escape").decode("ascii")
+
+
+def one_line(text: str) -> str:
+    """`text` with every control character and line separator escaped (`\\n`, `\\x85`, `\\u2028`)."""
+    return _LINE_BREAKERS.sub(_escape, text)
+
+
 def _extras(record: logging.LogRecord) -> dict:
     return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
 
@@ -79,7 +96,9 @@ class JSONFormatter(logging.Formatter):
         out.update(_extras(record))
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return mask_secrets(json.dumps(out, default=str, ensure_ascii=False))
+        # json escapes the ASCII controls; not U+0085, U+2028 and U+2029 (ensure_ascii=False).
+        text = json.dumps(out, default=str, ensure_ascii=False)
+        return mask_secrets(_JSON_LINE_BREAKERS.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
 
 
 class TextFormatter(logging.Formatter):
@@ -87,9 +106,9 @@ class TextFormatter(logging.Formatter):
         ts = datetime.fromtimestamp(record.created, tz=timezone.utc).strftime("%H:%M:%S.%f")[:-3]
         extras = " ".join(f"{k}={v}" for k, v in _extras(record).items())
         line = f"{ts} {record.levelname:<7} {record.name}: {record.getMessage()}" + (f"  {extras}" if extras else "")
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
-        return mask_secrets(line)
+        if record.exc_info:  # one line too: the traceback's line breaks written as \n
+            line += "  exc=" + self.formatException(record.exc_info)
+        return mask_secrets(one_line(line))
 
 
 class LineWriter(logging.Handler):
