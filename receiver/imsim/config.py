@@ -48,14 +48,18 @@ class SimConfig:
 
     @classmethod
     def from_config(cls, config: Config, **knobs: object) -> "SimConfig":
-        """Take the app identity and callback token from the service's Config."""
+        """Take the app identity and callback token from the service's Config.
+
+        Not its IM_RATE_LIMIT_PER_SECOND: that is our ceiling, and IM's own is 200 per API
+        whatever we set (CONTRACT §6). A dispatcher set above it must meet 60007 here as it
+        would at Tencent.
+        """
         if config.im_secret_key is None:
             raise ValueError("IM_SECRET_KEY is not set: the simulator cannot verify UserSigs")
         token = config.im_callback_tokens[0] if config.im_callback_tokens else None
         params: dict[str, object] = {
             "sdkappid": config.im_sdkappid, "secret_key": config.im_secret_key,
             "admin_identifier": config.im_admin_identifier, "callback_token": token,
-            "rate_limit": config.im_rate_limit_per_second,
         }
         params.update(knobs)
         return cls(**params)  # type: ignore[arg-type]

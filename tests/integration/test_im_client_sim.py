@@ -483,7 +483,7 @@ def test_imsim_command_builds_the_sim_from_config(monkeypatch):
     started = []
     monkeypatch.setattr(cli, "serve", lambda host, port, sim_config: started.append((host, port, sim_config)))
     config = Config(im_sdkappid=SIM_SDKAPPID, im_secret_key=Secret(SIM_SECRET_KEY),
-                    im_callback_tokens=(Secret("tok-1"), Secret("tok-2")))
+                    im_callback_tokens=(Secret("tok-1"), Secret("tok-2")), im_rate_limit_per_second=1000)
     result = CliRunner().invoke(cli.imsim_command, ["--port", "9001", "--callback-url", "http://x/cb",
                                                     "--reorder", "--drop-rate", "0.5", "--seed", "7"], obj=config)
     assert result.exit_code == 0, result.output
@@ -491,6 +491,7 @@ def test_imsim_command_builds_the_sim_from_config(monkeypatch):
     assert (host, port, sc.sdkappid, sc.callback_url, sc.reorder, sc.drop_rate, sc.seed) == (
         "127.0.0.1", 9001, SIM_SDKAPPID, "http://x/cb", 4, 0.5, 7)
     assert sc.callback_token == Secret("tok-1") and SIM_SECRET_KEY not in result.output
+    assert sc.rate_limit == 200  # IM's limit, not the one we set for ourselves (CONTRACT §6)
 
 
 def test_imsim_command_refuses_without_a_secret_key():
