@@ -26,6 +26,7 @@ def create_app(config: Config | None = None, *, database=None, metrics=None) -> 
     db.init_app(app, database)
     app.extensions["receiver.metrics"] = metrics or Metrics()
     app.extensions["receiver.migration_head"] = migrate.head_revision()
+    app.extensions["receiver.known_revisions"] = migrate.known_revisions()
     _init_spool(app, config, database)
 
     from receiver import monitoring

@@ -20,7 +20,12 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """Report whether the database is reachable and migrated to head."""
+    """Report whether the database is reachable and migrated to this code's head (or past it).
+
+    A database migrated by a newer release (a revision this code does not know) is ready: the
+    release steps are written so that the previous release still works on the new schema, and
+    it serves until its restart (README, Upgrading). Behind head, or never migrated: not ready.
+    """
     database = get_database()
     checks: dict[str, object] = {}
     ready = True
@@ -31,9 +36,14 @@ def readyz():
         checks["database"] = "ok"
         current = migrate.current_revision(session.connection())
         head = current_app.extensions["receiver.migration_head"]
-        checks["migrations"] = {"current": current, "head": head}
-        if current != head:
+        if current == head:
+            schema = "at head"
+        elif current is None or current in current_app.extensions["receiver.known_revisions"]:
+            schema = "behind"
             ready = False
+        else:
+            schema = "ahead"
+        checks["migrations"] = {"current": current, "head": head, "schema": schema}
     except SQLAlchemyError as exc:
         ready = False
         checks["database"] = f"unreachable: {type(exc).__name__}"

@@ -31,6 +31,11 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
+def known_revisions() -> frozenset[str]:
+    """Every revision this code's migrations define (a database at another one is newer than this code)."""
+    return frozenset(rev.revision for rev in ScriptDirectory.from_config(alembic_config()).walk_revisions())
+
+
 def current_revision(bind: Engine | Connection) -> str | None:
     if isinstance(bind, Connection):
         return MigrationContext.configure(bind).get_current_revision()

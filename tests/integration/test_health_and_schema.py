@@ -39,3 +39,29 @@ def test_unknown_route_answers_json(client):
     resp = client.get("/nope")
     assert resp.status_code == 404
     assert resp.json["code"] == 404
+
+
+def test_readyz_stays_ready_on_a_schema_a_newer_release_migrated_but_not_behind_it(backend, app_factory):
+    # After the release step, the previous release serves on the new schema until its restart:
+    # dropping it from the load balancer then would leave callbacks nowhere to go.
+    from sqlalchemy import text
+
+    from receiver.db import Database
+
+    database = Database(backend.url)
+    app = app_factory(database)
+    head = app.extensions["receiver.migration_head"]
+    try:
+        for version, status, schema in (("zz_next_release", 200, "ahead"), (None, 503, "behind"),
+                                        (head, 200, "at head")):
+            with database.engine.begin() as conn:
+                conn.execute(text("DELETE FROM alembic_version"))
+                if version is not None:
+                    conn.execute(text("INSERT INTO alembic_version (version_num) VALUES (:v)"), {"v": version})
+            resp = app.test_client().get("/readyz")
+            assert (resp.status_code, resp.json["checks"]["migrations"]["schema"]) == (status, schema), resp.json
+    finally:
+        with database.engine.begin() as conn:
+            conn.execute(text("DELETE FROM alembic_version"))
+            conn.execute(text("INSERT INTO alembic_version (version_num) VALUES (:v)"), {"v": head})
+        database.dispose()
