@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import signal
 import subprocess
@@ -83,8 +84,11 @@ DEMO_GROUPS = [("demo-group-1", "Public"), ("demo-group-2", "Private"), ("demo-g
                ("demo-group-4", "AVChatRoom"), ("@TGS#_demo-community", "Community")]
 
 
-def _create_demo_groups(env: dict[str, str]) -> None:
-    """Give the simulator a few groups to dismiss, so the first curl shows the whole loop."""
+def _create_demo_groups(env: dict[str, str], should_stop=lambda: False) -> None:
+    """Give the simulator a few groups to dismiss, so the first curl shows the whole loop.
+
+    Gives up as soon as `should_stop()` (Ctrl-C, or a child exited) rather than retrying on.
+    """
     from receiver.im.client import IMRestClient
     from receiver.im.errors import IMError
     from receiver.im.ratelimit import UnlimitedLimiter
@@ -94,6 +98,8 @@ def _create_demo_groups(env: dict[str, str]) -> None:
         for group_id, group_type in DEMO_GROUPS:
             members = () if group_type == "AVChatRoom" else ("alice", "bob")
             for _ in range(20):
+                if should_stop():
+                    return
                 try:
                     client.create_group(group_type, group_id, owner="alice" if group_type != "AVChatRoom" else None,
                                         group_id=group_id, members=members)
@@ -121,11 +127,27 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    for name, argv in processes:
-        children.append((name, subprocess.Popen(argv, env=env)))
-    time.sleep(1.5)
-    if info["simulator"]:
-        _create_demo_groups(env)
+
+    def should_stop() -> bool:
+        return stopping or any(proc.poll() is not None for _, proc in children)
+
+    code = 0
+    try:
+        # Each child leads a process group of its own (a gunicorn master and its workers): the
+        # terminal's Ctrl-C reaches only us, and we stop each group whole, stragglers included.
+        for name, argv in processes:
+            children.append((name, subprocess.Popen(argv, env=env, process_group=0)))
+        time.sleep(1.5)
+        if info["simulator"] and not should_stop():
+            _create_demo_groups(env, should_stop)
+        code = _serve(info, children, lambda: stopping)
+    finally:
+        _stop(children)
+    return code
+
+
+def _serve(info: dict[str, str], children: list[tuple[str, subprocess.Popen]], stopping) -> int:
+    """Print how to use what runs, then wait for Ctrl-C/SIGTERM or a child's exit; the exit code."""
     web, token = info["web"], info["token"]
     print(f"""
   receiver   {web}        (dashboard: {web}/?token=…, API docs: {web}/v1/docs)
@@ -137,26 +159,36 @@ def main() -> int:
         curl -s '{web}/v1/dismissals?limit=5' -H 'Authorization: Bearer {token}'
   Ctrl-C stops everything.
 """, flush=True)
-    code = 0
-    try:
-        while not stopping:
-            for name, proc in children:
-                if proc.poll() is not None:
-                    print(f"{name} exited with {proc.returncode}; stopping the rest", file=sys.stderr)
-                    stopping, code = True, proc.returncode or 1
-                    break
-            time.sleep(0.2)
-    finally:
-        for _, proc in children:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for _, proc in children:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-    return code
+    while not stopping():
+        for name, proc in children:
+            if proc.poll() is not None:
+                print(f"{name} exited with {proc.returncode}; stopping the rest", file=sys.stderr)
+                return proc.returncode or 1
+        time.sleep(0.2)
+    return 0
+
+
+# gunicorn lets its workers finish requests for up to graceful_timeout (30 s, gunicorn.conf.py).
+STOP_GRACE_SECONDS = 35
+
+
+def _stop(children: list[tuple[str, subprocess.Popen]]) -> None:
+    """SIGTERM every child, wait for them, then SIGKILL whatever is left of each one's group."""
+    for _, proc in children:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for _, proc in children:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for _, proc in children:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the group outlives its leader: a worker left behind
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.wait()
 
 
 if __name__ == "__main__":
