@@ -9,6 +9,7 @@ works for others for long. No extra thread, and nothing is acknowledged before `
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from typing import Callable, Generic, TypeVar
 
@@ -25,7 +26,7 @@ class _Pending(Generic[T]):
     thread's acquire holds it again, ready for a next wait.
     """
 
-    __slots__ = ("item", "done", "lead", "result", "error")
+    __slots__ = ("item", "done", "lead", "result", "error", "finished")
 
     def __init__(self, item: T) -> None:
         self.item = item
@@ -34,6 +35,11 @@ class _Pending(Generic[T]):
         self.lead = False  # woken to lead the next batch rather than with a result
         self.result: object = None
         self.error: BaseException | None = None
+        self.finished = False  # result or error set, about to be (or) released
+
+
+class BatchTimeout(Exception):
+    """The item was not processed within the caller's timeout (its batch may still finish it)."""
 
 
 class LeaderBatcher(Generic[T, R]):
@@ -45,19 +51,28 @@ class LeaderBatcher(Generic[T, R]):
         self.batches = 0
         self.items = 0
 
-    def submit(self, item: T, process: Callable[[list[T]], list[R | BaseException]]) -> R:
+    def submit(self, item: T, process: Callable[[list[T]], list[R | BaseException]],
+               timeout: float | None = None) -> R:
         """Have `item` processed in some batch; return its result or raise its error.
 
         `process` gets the batch's items and returns one result (or exception) per item; if it
-        raises, every item of the batch gets that error.
+        raises, every item of the batch gets that error. With `timeout`, a caller still waiting
+        for another thread's batch after that many seconds gives up with `BatchTimeout`: taken
+        out of the queue if no batch holds it yet (else its batch may still process it), and
+        handing the lead on if it had just been given it. A thread leading a batch runs it to
+        its end: only waits for others' batches time out.
         """
         pending: _Pending[T] = _Pending(item)
         with self._lock:
             self._queue.append(pending)
             lead = not self._leading
             self._leading = True
+        deadline = None if timeout is None else time.monotonic() + timeout
         while not lead:
-            pending.done.acquire()
+            if deadline is None:
+                pending.done.acquire()
+            elif not pending.done.acquire(timeout=max(0.0, deadline - time.monotonic())) and self._give_up(pending):
+                raise BatchTimeout(f"not processed within {timeout} s")
             if not pending.lead:
                 break
             pending.lead = False
@@ -67,6 +82,28 @@ class LeaderBatcher(Generic[T, R]):
         if pending.error is not None:
             raise pending.error
         return pending.result  # type: ignore[return-value]
+
+    def _give_up(self, pending: _Pending[T]) -> bool:
+        """A waiter's timeout ran out: withdraw it; False if its result came in the meantime."""
+        with self._lock:
+            if pending.finished:
+                return False
+            if pending.lead:  # made the next leader just now: hand that on, as `_lead` would
+                pending.lead = False
+                self._queue.remove(pending)
+                self._pass_the_lead()
+            elif pending in self._queue:
+                self._queue.remove(pending)
+            return True
+
+    def _pass_the_lead(self) -> None:
+        """Wake the oldest waiter to lead the next batch, or mark that nobody leads (holding `_lock`)."""
+        if self._queue:
+            successor = self._queue[0]
+            successor.lead = True
+            successor.done.release()
+        else:
+            self._leading = False
 
     def _lead(self, process: Callable[[list[T]], list[R | BaseException]]) -> None:
         with self._lock:
@@ -85,11 +122,7 @@ class LeaderBatcher(Generic[T, R]):
                 pending.error = exc
         finally:
             with self._lock:
-                if self._queue:
-                    successor = self._queue[0]
-                    successor.lead = True
-                    successor.done.release()
-                else:
-                    self._leading = False
+                self._pass_the_lead()
             for pending in batch:
+                pending.finished = True
                 pending.done.release()

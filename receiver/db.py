@@ -46,7 +46,13 @@ def make_engine(url: str, **kwargs) -> Engine:
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     # An unreachable server must fail fast: callbacks fall back to the spool (IM waits 2 s at most).
-    kwargs.setdefault("connect_args", {}).setdefault("connect_timeout", 1)
+    connect_args = kwargs.setdefault("connect_args", {})
+    connect_args.setdefault("connect_timeout", 1)
+    # An open connection to a server cut off by the network must fail too, not hang its thread:
+    # data unacknowledged for 5 s, or 11 s of silence (keepalives), and libpq drops it.
+    for name, value in (("keepalives", 1), ("keepalives_idle", 5), ("keepalives_interval", 2),
+                        ("keepalives_count", 3), ("tcp_user_timeout", 5000)):
+        connect_args.setdefault(name, value)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     return create_engine(url, **kwargs)

@@ -22,6 +22,7 @@ from werkzeug.datastructures import ImmutableMultiDict
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wsgi import get_content_length, get_input_stream
 
+from receiver.batching import BatchTimeout
 from receiver.callbacks import verify
 from receiver.callbacks.outage import DATABASE_DOWN
 from receiver.callbacks.parsing import Refused, validate_body
@@ -41,7 +42,8 @@ ERR_BAD_REQUEST = 4000
 ERR_METHOD = 4050
 ERR_TOO_LARGE = 4130
 ERR_INTERNAL = 5000
-# Leaves room to spool and answer within the 2 s IM waits for an answer.
+# Leaves room to spool and answer within the 2 s IM waits for an answer: how long a callback
+# waits for SQLite's write lock, and for the batch that is to commit it (`GroupCommitter`).
 CALLBACK_LOCK_WAIT_MS = 1200
 
 
@@ -216,7 +218,10 @@ class CallbackEndpoint:
                     with sqlite_busy_timeout(CALLBACK_LOCK_WAIT_MS):
                         handled = handle_body(session, raw_body=raw, meta=meta, now=received_at,
                                               recorder=self._record)
-                except DATABASE_DOWN as exc:
+                except (*DATABASE_DOWN, BatchTimeout) as exc:
+                    # A batch that has not committed in time is as good as an outage: the spool
+                    # keeps the callback (should the batch commit it after all, the drain finds
+                    # it stored and counts a duplicate).
                     session.discard()
                     self.outage.trip()
                     log.error("database unreachable; spooling callbacks", extra={"error": type(exc).__name__})
@@ -260,7 +265,8 @@ class CallbackEndpoint:
                                     "dismissal_id": record.dismissal_id, "matched_request": record.matched_request})
 
     def _record(self, item):
-        return self.committer.record(item, self.database.batch_transaction, self._statement)
+        return self.committer.record(item, self.database.batch_transaction, self._statement,
+                                     timeout=CALLBACK_LOCK_WAIT_MS / 1000)
 
 
 def mount(app: Flask, endpoint: CallbackEndpoint) -> None:

@@ -86,13 +86,16 @@ class GroupCommitter:
     def recorded(self) -> int:
         return self._batcher.items
 
-    def record(self, item: Accepted, transaction: Opener, statement: Opener | None = None) -> RecordResult:
+    def record(self, item: Accepted, transaction: Opener, statement: Opener | None = None,
+               timeout: float | None = None) -> RecordResult:
         """Record `item` (in some batch) and return its result once committed; raise its error.
 
         `statement`, where the database has it (`Database.has_batch_statements`), opens the
-        autocommit connection of the one-statement path.
+        autocommit connection of the one-statement path. `timeout`: `BatchTimeout` if another
+        caller's batch, the one to hold `item`, has not committed by then (a database that
+        stopped answering mid-statement holds it; the caller spools `item`).
         """
-        return self._batcher.submit(item, lambda batch: self._commit(batch, transaction, statement))
+        return self._batcher.submit(item, lambda batch: self._commit(batch, transaction, statement), timeout)
 
     def _commit(self, batch: list[Accepted], transaction: Opener, statement: Opener | None = None) -> list:
         results: list = [None] * len(batch)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from datetime import timezone, datetime
 
 import pytest
@@ -403,3 +404,48 @@ def test_callbacks_that_confirm_our_dismissals_soon_skip_the_statement(committed
     assert path.whole_share > path.worth
     with committed_db.session_scope() as s:
         assert s.scalar(select(func.count()).select_from(Dismissal).where(Dismissal.source == Source.EXTERNAL)) == 20
+
+
+def test_callers_behind_a_batch_that_hangs_give_up_in_time_and_the_committer_recovers(committed_db):
+    # A database that stops answering mid-statement holds its batch's thread; the others must
+    # not wait with it (each answers from the spool instead: the endpoint's BatchTimeout path).
+    from receiver.batching import BatchTimeout
+
+    committer = GroupCommitter(is_outage=lambda exc: isinstance(exc, OperationalError))
+    hanging, go_on = threading.Event(), threading.Event()
+
+    @contextlib.contextmanager
+    def hangs_first():
+        with committed_db.batch_transaction() as conn:
+            if not hanging.is_set():
+                hanging.set()
+                assert go_on.wait(10)
+            yield conn
+
+    leader: list = []
+    thread = threading.Thread(target=lambda: leader.append(committer.record(accepted("hang-0"), hangs_first)))
+    thread.start()
+    assert hanging.wait(5)
+    outcomes: list = [None] * 3
+
+    def follower(i):
+        try:
+            outcomes[i] = committer.record(accepted(f"hang-{i + 1}"), hangs_first, timeout=0.3)
+        except BatchTimeout as exc:
+            outcomes[i] = exc
+
+    started = time.monotonic()
+    followers = [threading.Thread(target=follower, args=(i,)) for i in range(3)]
+    for t in followers:
+        t.start()
+    for t in followers:
+        t.join(5)
+    assert all(isinstance(o, BatchTimeout) for o in outcomes) and time.monotonic() - started < 3
+    go_on.set()
+    thread.join(10)
+    assert leader[0].outcome == "stored"
+    # Nobody is left leading a queue that no one serves: the next callback is stored at once.
+    assert committer.record(accepted("after-the-hang"), committed_db.batch_transaction, timeout=5).outcome == "stored"
+    with committed_db.session_scope() as s:
+        stored = set(s.scalars(select(Callback.group_id)))
+    assert {"hang-0", "after-the-hang"} <= stored and not stored & {"hang-1", "hang-2", "hang-3"}

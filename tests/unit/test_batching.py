@@ -94,3 +94,73 @@ def test_a_batch_that_raises_fails_each_of_its_callers_and_the_batcher_goes_on()
     with pytest.raises(RuntimeError):
         batcher.submit(7, gate)  # no batch is left in progress: this caller leads its own
     assert batcher.submit(8, lambda items: [i + 1 for i in items]) == 9
+
+
+def test_a_waiter_whose_batch_does_not_finish_in_time_gives_up_and_later_callers_still_get_through():
+    from receiver.batching import BatchTimeout
+
+    batcher: LeaderBatcher[int, int] = LeaderBatcher()
+    gate = Gate()
+    leader_result: list = []
+    leader = threading.Thread(target=lambda: leader_result.append(batcher.submit(1, gate)))
+    leader.start()
+    assert gate.first_started.wait(5)  # the leader's batch [1] hangs, as on a database gone silent
+    started = time.monotonic()
+    with pytest.raises(BatchTimeout):
+        batcher.submit(2, gate, timeout=0.2)  # queued behind it, never taken: withdrawn
+    assert 0.15 < time.monotonic() - started < 2
+    gate.release.set()
+    leader.join(5)
+    assert leader_result == [10]
+    assert batcher.submit(3, gate, timeout=5) == 30  # nobody is left leading a dead queue
+    assert gate.batches == [[1], [3]]  # 2 was withdrawn before any batch took it
+
+
+def test_a_waiter_made_leader_as_it_gives_up_hands_the_lead_on():
+    from receiver.batching import _Pending
+
+    batcher: LeaderBatcher[int, int] = LeaderBatcher()
+    first, second = _Pending(1), _Pending(2)
+    batcher._queue.extend([first, second])
+    batcher._leading = True
+    first.lead = True  # what `_lead` does for the oldest waiter when its batch ends
+    first.done.release()
+    assert batcher._give_up(first) is True
+    assert list(batcher._queue) == [second] and second.lead and second.done.acquire(blocking=False)
+    assert batcher._give_up(second) is True  # it gives up too, and no one is left: nobody leads
+    assert list(batcher._queue) == [] and batcher._leading is False
+
+
+def test_many_callers_with_timeouts_never_deadlock_and_each_result_is_its_own():
+    from receiver.batching import BatchTimeout
+
+    batcher: LeaderBatcher[int, int] = LeaderBatcher()
+    rng_lock = threading.Lock()
+    import random
+
+    rng = random.Random(11)
+
+    def process(items):
+        with rng_lock:
+            pause = rng.choice([0, 0, 0.001, 0.02, 0.06])
+        time.sleep(pause)
+        return [i * 10 for i in items]
+
+    outcomes: dict[int, object] = {}
+
+    def go(i):
+        with rng_lock:
+            timeout = rng.choice([None, 0.005, 0.02, 0.05, 1.0])
+        try:
+            outcomes[i] = batcher.submit(i, process, timeout)
+        except BatchTimeout:
+            outcomes[i] = "timeout"
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(400)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert not any(t.is_alive() for t in threads)  # nobody stuck behind a lead that went nowhere
+    assert all(v == "timeout" or v == i * 10 for i, v in outcomes.items()) and len(outcomes) == 400
+    assert batcher.submit(-1, process, timeout=2) == -10
