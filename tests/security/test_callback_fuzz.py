@@ -261,8 +261,11 @@ def test_an_unexpected_error_still_answers_tencents_envelope(signed_client, db, 
     def boom(*args, **kwargs):
         raise RuntimeError("simulated bug")
 
+    from receiver.callbacks.spool import Spool
+
     monkeypatch.setattr(endpoint, "handle_body", boom)
     monkeypatch.setattr(endpoint, "quarantine", boom)  # even keeping it aside fails
+    monkeypatch.setattr(Spool, "append", boom)  # and so does the spool, the last resort
     query = callback_query(TEST_SDKAPPID, token=TOKEN)
     body = {"CallbackCommand": GROUP_DESTROYED, "GroupId": "g-boom", "Type": "Public", "EventTime": 1700000000000}
     resp = signed_client.post(f"/im/callback?{query}", json=body)
