@@ -78,6 +78,8 @@ def _escape(match: re.Match) -> str:
 
 def one_line(text: str) -> str:
     """`text` with every control character and line separator escaped (`\\n`, `\\x85`, `\\u2028`)."""
+    if text.isprintable():  # most lines: none of them (all are unprintable), checked in C
+        return text
     return _LINE_BREAKERS.sub(_escape, text)
 
 
