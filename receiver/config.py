@@ -12,6 +12,8 @@ from typing import Any, Mapping
 
 from dotenv import dotenv_values
 
+from receiver.textsafety import is_decimal
+
 
 class ConfigError(ValueError):
     """A configuration value is missing or malformed."""
@@ -130,7 +132,7 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0, maxi
     raw = env.get(name, "").strip()
     if not raw:
         return default
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19:
+    if not is_decimal(raw) or len(raw) > 19:
         raise ConfigError(f"{name} must be a whole number, got {raw[:40]!r}")
     value = int(raw)
     if not minimum <= value <= maximum:

@@ -117,11 +117,20 @@ def test_retryable_error_backs_off_then_succeeds(committed_db, fake, dispatcher,
     assert [a.error_code for a in attempts(committed_db, did)] == [10002, 0]
 
 
+def answered(committed_db, fake, dispatcher, group_id, code, times=1, clock=None) -> str:
+    """Queue a dismissal of an existing group whose next `times` calls IM answers with `code`; send them all."""
+    fake.add_group(group_id)
+    fake.fail_next(group_id, code, times=times)
+    [did] = queue(committed_db, group_id)
+    for _ in range(times):
+        dispatcher.run_until_idle()
+        if clock is not None:
+            clock.advance(10)  # past each retry's backoff
+    return did
+
+
 def test_terminal_error_fails_with_last_error(committed_db, fake, dispatcher):
-    fake.add_group("g3")
-    fake.fail_next("g3", 10007)
-    [did] = queue(committed_db, "g3")
-    dispatcher.run_until_idle()
+    did = answered(committed_db, fake, dispatcher, "g3", 10007)
     d = get(committed_db, did)
     assert (d.status, d.last_error_code, d.confirmation) == (Status.FAILED, 10007, None)
 
@@ -129,12 +138,7 @@ def test_terminal_error_fails_with_last_error(committed_db, fake, dispatcher):
 def test_retryable_errors_until_the_attempts_run_out_go_to_the_probe_not_to_failed(committed_db, fake, dispatcher,
                                                                                     clock):
     # IM never refused: `failed` would be untrue, and one of those calls may have dismissed it.
-    fake.add_group("g4")
-    fake.fail_next("g4", 60007, times=3)
-    [did] = queue(committed_db, "g4")
-    for _ in range(3):
-        dispatcher.run_until_idle()
-        clock.advance(10)
+    did = answered(committed_db, fake, dispatcher, "g4", 60007, times=3, clock=clock)
     d = get(committed_db, did)
     assert (d.status, d.attempts, d.last_error_code) == (Status.AWAITING_CALLBACK, 3, 60007)
     assert d.next_attempt_at <= clock.now  # probed at once
@@ -148,12 +152,7 @@ def test_retryable_errors_until_the_attempts_run_out_go_to_the_probe_not_to_fail
 
 def test_exhausted_retries_of_a_group_one_call_did_dismiss_are_confirmed_by_the_probe(committed_db, fake, dispatcher,
                                                                                       clock):
-    fake.add_group("g5")
-    fake.fail_next("g5", CODE_NETWORK, times=3)
-    [did] = queue(committed_db, "g5")
-    for _ in range(3):
-        dispatcher.run_until_idle()
-        clock.advance(10)
+    did = answered(committed_db, fake, dispatcher, "g5", CODE_NETWORK, times=3, clock=clock)
     fake.groups.pop("g5")  # a timed-out call had reached IM after all
     assert Reconciler(committed_db, fake, confirm_timeout=120, clock=clock).run_once().confirmed == 1
     d = get(committed_db, did)
@@ -161,10 +160,7 @@ def test_exhausted_retries_of_a_group_one_call_did_dismiss_are_confirmed_by_the_
 
 
 def test_destroy_10015_is_a_group_already_gone(committed_db, fake, dispatcher):
-    fake.add_group("g6")
-    fake.fail_next("g6", 10015)
-    [did] = queue(committed_db, "g6")
-    dispatcher.run_until_idle()
+    did = answered(committed_db, fake, dispatcher, "g6", 10015)
     d = get(committed_db, did)
     assert (d.status, d.confirmation, d.last_error_code) == (Status.CONFIRMED, Confirmation.ALREADY_GONE, 10015)
 
