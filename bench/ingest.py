@@ -48,12 +48,8 @@ def signed_query(request_time: int | None = None) -> str:
 _HZ = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_snapshot() -> dict[str, float]:
-    """CPU seconds used so far: the whole machine (busy), and live processes grouped by name."""
-    out: dict[str, float] = {"machine_busy": 0.0, "gunicorn": 0.0, "postgres": 0.0, "wrk": 0.0}
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    out["machine_busy"] = (sum(fields) - fields[3] - fields[4]) / _HZ  # minus idle and iowait
+def _processes():
+    """(pid, command name, parent pid, CPU seconds used so far) of every live process (/proc)."""
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -62,9 +58,17 @@ def cpu_snapshot() -> dict[str, float]:
                 stat = f.read()
         except OSError:
             continue
-        comm = stat[stat.index("(") + 1:stat.rindex(")")]
         rest = stat[stat.rindex(")") + 2:].split()
-        used = (int(rest[11]) + int(rest[12])) / _HZ
+        yield int(pid), stat[stat.index("(") + 1:stat.rindex(")")], int(rest[1]), (int(rest[11]) + int(rest[12])) / _HZ
+
+
+def cpu_snapshot() -> dict[str, float]:
+    """CPU seconds used so far: the whole machine (busy), and live processes grouped by name."""
+    out: dict[str, float] = {"machine_busy": 0.0, "gunicorn": 0.0, "postgres": 0.0, "wrk": 0.0}
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    out["machine_busy"] = (sum(fields) - fields[3] - fields[4]) / _HZ  # minus idle and iowait
+    for _pid, comm, _ppid, used in _processes():
         if comm.startswith("postgres"):
             out["postgres"] += used
         elif comm == "wrk":
@@ -76,19 +80,7 @@ def cpu_snapshot() -> dict[str, float]:
 
 def worker_cpu(master_pid: int) -> dict[int, float]:
     """CPU seconds used so far by each child of gunicorn's master (its workers), by pid."""
-    out: dict[int, float] = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        rest = stat[stat.rindex(")") + 2:].split()
-        if int(rest[1]) == master_pid:
-            out[int(pid)] = (int(rest[11]) + int(rest[12])) / _HZ
-    return out
+    return {pid: used for pid, _comm, ppid, used in _processes() if ppid == master_pid}
 
 
 # A round in which the busiest worker did more than this share of the CPU all workers did, for
