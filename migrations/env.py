@@ -66,7 +66,7 @@ def _run(connection) -> None:
         # On SQLite, Alembic commits each migration on its own by default; here they all run in one
         # transaction (SQLite's DDL is transactional), so that the check below can undo them all.
         context.configure(connection=connection, target_metadata=target_metadata,
-                          render_as_batch=True, compare_type=True, **({"transactional_ddl": True} if keys_off else {}))
+                          render_as_batch=True, compare_type=True, transactional_ddl=True if keys_off else None)
         with context.begin_transaction():
             context.run_migrations()
             if keys_off:

@@ -26,7 +26,7 @@ from receiver.batching import BatchTimeout
 from receiver.callbacks import verify
 from receiver.callbacks.outage import DATABASE_DOWN
 from receiver.callbacks.parsing import Refused, validate_body
-from receiver.callbacks.service import Handled, RequestMeta, handle_body, quarantine
+from receiver.callbacks.service import Handled, RequestMeta, handle_body, quarantine, unrecordable_reason
 from receiver.callbacks.spool import SpooledRequest
 from receiver.db import sqlite_busy_timeout
 from receiver.logs import request_id_from, request_id_var
@@ -232,7 +232,7 @@ class CallbackEndpoint:
                     # failover): the spool below keeps it, as for an outage.
                     log.exception("callback could not be recorded; quarantining it")
                     session.discard()
-                    reason = f"could not be recorded ({type(exc).__name__}); kept in quarantine for replay"
+                    reason = unrecordable_reason(exc)
                     try:
                         with sqlite_busy_timeout(CALLBACK_LOCK_WAIT_MS):
                             quarantine(session(), reason=reason, raw_body=raw, meta=meta, now=received_at)

@@ -9,7 +9,7 @@ from typing import Callable
 
 from sqlalchemy import exc as sa_exc, text
 
-from receiver.callbacks.service import handle_body, quarantine
+from receiver.callbacks.service import handle_body, quarantine, unrecordable_reason
 from receiver.callbacks.spool import Spool, SpooledRequest
 from receiver.db import Database, sqlite_busy_timeout
 
@@ -72,7 +72,7 @@ class SpoolDrainer:
             raise
         except Exception as exc:
             log.exception("spooled callback could not be recorded; quarantining it")
-            reason = f"could not be recorded ({type(exc).__name__}); kept in quarantine for replay"
+            reason = unrecordable_reason(exc)
             try:
                 with self.database.session_scope() as session:
                     quarantine(session, reason=reason, raw_body=item.raw_body, meta=item.meta, now=item.received_at)

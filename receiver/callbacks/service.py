@@ -225,6 +225,11 @@ def record_group_destroyed(
     return record_many(session, [Accepted(data, body, raw_body, meta, now)], now=now)[0]
 
 
+def unrecordable_reason(exc: BaseException) -> str:
+    """The quarantine reason of a callback valid on its face that could not be recorded (`exc`)."""
+    return f"could not be recorded ({type(exc).__name__}); kept in quarantine for replay"
+
+
 def quarantine(session: Session, *, reason: str, raw_body: bytes, meta: RequestMeta, group_id: str | None = None,
                now: datetime | None = None) -> str:
     """Keep a refused callback request whole, with the reason; commit and return its id."""
