@@ -304,6 +304,41 @@ def _short(frame: str) -> str:
     return f"{name} ({where})" if where else name
 
 
+def measure(t: Target, args, prefix: str) -> dict:
+    """One wrk run against target `t`, with the check that every 200 it answered was stored."""
+    if t.name != "pg_1m":
+        t.empty()
+    if t.kind == "pg":
+        # Each idle receiver keeps 2 × pool_size connections; close the other targets'
+        # idle ones (they reconnect through pool_pre_ping) so that max_connections=100
+        # is never what limits the target under load.
+        common.psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    f"WHERE datname LIKE 'bench_ingest%' AND datname <> '{t.db}' AND state = 'idle'")
+    before = t.stored()
+    sessions_before = t.sessions()
+    res = run_wrk(t.port, seconds=args.seconds, connections=args.connections, threads=args.wrk_threads,
+                  prefix=prefix, master_pid=t.proc.pid)
+    if before is not None:
+        time.sleep(0.3)
+        ok = res["requests"] - res["errors"]
+        res["stored"] = first = t.stored() - before
+        # A callback that waited too long for SQLite's write lock (or the database) was
+        # answered from the local spool; the drainer stores it within seconds.
+        deadline = time.monotonic() + 15
+        while res["stored"] < ok and time.monotonic() < deadline:
+            time.sleep(0.5)
+            res["stored"] = t.stored() - before
+        res["stored_after_the_run"] = res["stored"] - first
+        # every 200 must be a committed row (a few rows may be committed after wrk stopped counting)
+        res["answered_not_in_db"] = max(ok - res["stored"], 0)
+        if sessions_before is not None:
+            res["new_connections_per_100_requests"] = round(
+                100 * (t.sessions() - sessions_before) / max(res["requests"], 1), 1)
+        res["stored_check"] = ("ok" if 0 <= res["stored"] - ok <= args.connections
+                               else f"{ok - res['stored']} answered but not in the database")
+    return res
+
+
 def run(args) -> dict:
     if shutil.which("wrk") is None:
         raise SystemExit(WRK_HINT)
@@ -367,37 +402,9 @@ def run(args) -> dict:
             for t in order:
                 set_aside = []
                 for attempt in range(1, MAX_ATTEMPTS + 1):
-                    if t.name != "pg_1m":
-                        t.empty()
-                    if t.kind == "pg":
-                        # Each idle receiver keeps 2 × pool_size connections; close the other targets'
-                        # idle ones (they reconnect through pool_pre_ping) so that max_connections=100
-                        # is never what limits the target under load.
-                        common.psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                    f"WHERE datname LIKE 'bench_ingest%' AND datname <> '{t.db}' AND state = 'idle'")
-                    before = t.stored()
-                    sessions_before = t.sessions()
-                    res = run_wrk(t.port, seconds=args.seconds, connections=args.connections, threads=args.wrk_threads,
-                                  prefix=f"r{r}{t.name}{attempt}", master_pid=t.proc.pid)
-                    if before is not None:
-                        time.sleep(0.3)
-                        ok = res["requests"] - res["errors"]
-                        res["stored"] = first = t.stored() - before
-                        # A callback that waited too long for SQLite's write lock (or the database) was
-                        # answered from the local spool; the drainer stores it within seconds.
-                        deadline = time.monotonic() + 15
-                        while res["stored"] < ok and time.monotonic() < deadline:
-                            time.sleep(0.5)
-                            res["stored"] = t.stored() - before
-                        res["stored_after_the_run"] = res["stored"] - first
-                        # every 200 must be a committed row (a few rows may be committed after wrk stopped counting)
-                        res["answered_not_in_db"] = max(ok - res["stored"], 0)
-                        if sessions_before is not None:
-                            res["new_connections_per_100_requests"] = round(
-                                100 * (t.sessions() - sessions_before) / max(res["requests"], 1), 1)
-                        res["stored_check"] = ("ok" if 0 <= res["stored"] - ok <= args.connections
-                                               else f"{ok - res['stored']} answered but not in the database")
-                    if not lopsided(res.get("worker_share"), res.get("workers", 0)) or attempt == MAX_ATTEMPTS:
+                    res = measure(t, args, prefix=f"r{r}{t.name}{attempt}")
+                    res["lopsided"] = lopsided(res.get("worker_share"), res.get("workers", 0))
+                    if not res["lopsided"] or attempt == MAX_ATTEMPTS:
                         break
                     log(f"ingest round {r + 1}/{args.rounds} {t.name:9s} {res['rps']:8.1f} req/s: lopsided "
                         f"(one worker did {res['worker_share']:.0%} of the workers' CPU); set aside, run again")
@@ -406,13 +413,11 @@ def run(args) -> dict:
                                       **({"stored_check": res["stored_check"]} if "stored_check" in res else {})})
                 if set_aside:
                     res["set_aside_lopsided"] = set_aside
-                if lopsided(res.get("worker_share"), res.get("workers", 0)):
-                    res["lopsided_kept"] = True  # every attempt was: the last one counts, marked
                 t.rounds.append(res)
                 log(f"ingest round {r + 1}/{args.rounds} {t.name:9s} {res['rps']:8.1f} req/s  "
                     f"p50 {res['p50_us'] / 1000:6.1f} ms  p99 {res['p99_us'] / 1000:6.1f} ms  errors {res['errors']}"
                     + (f"  busiest worker {res['worker_share']:.0%}" if res.get("worker_share") is not None else "")
-                    + (f" (lopsided, kept: {MAX_ATTEMPTS} attempts were)" if res.get("lopsided_kept") else "")
+                    + (f" (lopsided, kept: {MAX_ATTEMPTS} attempts were)" if res["lopsided"] else "")
                     + (f"  stored {res['stored']} ({res['stored_check']}"
                        + (f", {res['stored_after_the_run']} of them drained from the spool after the run"
                           if res.get("stored_after_the_run") else "") + ")" if "stored" in res else "")
@@ -428,7 +433,7 @@ def run(args) -> dict:
                      "p99_ms_median": round(median([x["p99_us"] for x in t.rounds]) / 1000, 2),
                      "errors": sum(x["errors"] for x in t.rounds)}
             entry["busiest_worker_share_per_round"] = [x.get("worker_share") for x in t.rounds]
-            entry["lopsided_runs_set_aside"] = [x["rps"] for r in t.rounds for x in r.get("set_aside_lopsided", [])]
+            entry["lopsided_runs_set_aside"] = [a["rps"] for x in t.rounds for a in x.get("set_aside_lopsided", [])]
             if t is not bare:
                 ratios = [x["rps"] / b["rps"] for x, b in zip(t.rounds, bare.rounds)]
                 entry["ratio_per_round"] = [round(v, 3) for v in ratios]
