@@ -15,6 +15,9 @@ QUERIES = [
     "a=1&a=2&b=&c",  # repeated keys (first wins for get), blank and bare keys kept
     "x=%E4%BD%A0%E5%A5%BD&y=a+b&z=%zz&w=%FF",  # UTF-8, plus, invalid and non-UTF-8 escapes
     "Sign=1;2&k=v%26w",
+    "&&a=1&&b=2&",  # empty pieces skipped
+    "=x&a=b=c&a&d==",  # blank key, '=' in a value, a repeated bare key
+    "a=caf\u00c3\u00a9&b=\u00e2\u0082\u00ac",  # UTF-8 bytes as the server hands them over (latin-1)
 ]
 
 
