@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import contextvars
+import itertools
 import json
 import logging
 import os
@@ -83,14 +84,46 @@ def one_line(text: str) -> str:
     return _LINE_BREAKERS.sub(_escape, text)
 
 
+# How many attributes `LogRecord.__init__` sets: a record's `extra` fields (and those filters
+# add) come after them in its __dict__, which keeps the order they were set in.
+_INIT_ATTRIBUTES = len(vars(logging.makeLogRecord({})))
+
+
 def _extras(record: logging.LogRecord) -> dict:
-    return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
+    # Only the attributes set after __init__'s are looked at (a dozen, not thirty): the rest
+    # are all standard ones.
+    return {k: v for k, v in itertools.islice(vars(record).items(), _INIT_ATTRIBUTES, None)
+            if k not in _STANDARD and not k.startswith("_")}
+
+
+class _SecondStamps:
+    """A record's time, spelled by `spell` (a UTC `datetime` → str) once per second and then
+    reused with the record's milliseconds appended (as `logging.Formatter.formatTime` does):
+    `datetime.fromtimestamp` and `strftime` were a quarter of a line's formatting."""
+
+    def __init__(self, spell) -> None:
+        self._spell = spell
+        self._cached: tuple[int, str] = (-1, "")
+
+    def __call__(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        cached_second, prefix = self._cached  # one tuple, read and replaced whole: no lock needed
+        if second != cached_second:
+            prefix = self._spell(datetime.fromtimestamp(second, tz=timezone.utc))
+            self._cached = (second, prefix)
+        return f"{prefix}.{int(record.msecs):03d}"
+
+
+# One encoder for every line (json.dumps builds one per call when given `default`).
+_LINE_ENCODER = json.JSONEncoder(default=str, ensure_ascii=False)
 
 
 class JSONFormatter(logging.Formatter):
+    _stamp = _SecondStamps(lambda moment: moment.strftime("%Y-%m-%dT%H:%M:%S"))
+
     def format(self, record: logging.LogRecord) -> str:
         out = {
-            "ts": datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "ts": self._stamp(record) + "Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "event": record.getMessage(),
@@ -99,13 +132,17 @@ class JSONFormatter(logging.Formatter):
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         # json escapes the ASCII controls; not U+0085, U+2028 and U+2029 (ensure_ascii=False).
-        text = json.dumps(out, default=str, ensure_ascii=False)
-        return mask_secrets(_JSON_LINE_BREAKERS.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
+        text = _LINE_ENCODER.encode(out)
+        if not text.isascii():  # an ASCII line (most) holds none of them
+            text = _JSON_LINE_BREAKERS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+        return mask_secrets(text)
 
 
 class TextFormatter(logging.Formatter):
+    _stamp = _SecondStamps(lambda moment: moment.strftime("%H:%M:%S"))
+
     def format(self, record: logging.LogRecord) -> str:
-        ts = datetime.fromtimestamp(record.created, tz=timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+        ts = self._stamp(record)
         extras = " ".join(f"{k}={v}" for k, v in _extras(record).items())
         line = f"{ts} {record.levelname:<7} {record.name}: {record.getMessage()}" + (f"  {extras}" if extras else "")
         if record.exc_info:  # one line too: the traceback's line breaks written as \n
