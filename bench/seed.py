@@ -14,7 +14,7 @@ import time
 
 from bench.common import create_db, db_exists, log, migrate, pg_url, psql
 
-SEED_VERSION = 1
+SEED_VERSION = 2  # 2: built at the schema's second revision (group_members.callback_id unconstrained)
 TEMPLATE = f"bench_seed_1m_v{SEED_VERSION}"
 
 _SQL = """

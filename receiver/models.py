@@ -248,15 +248,17 @@ class GroupMember(Base):
     __tablename__ = "group_members"
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    # The dismissal the callback listing them confirmed (its `callback_id` names that callback).
     dismissal_id: Mapped[str] = mapped_column(ForeignKey("dismissals.id", ondelete="CASCADE"))
-    callback_id: Mapped[str] = mapped_column(ForeignKey("callbacks.id", ondelete="CASCADE"))
+    # The same callback again, for the previous release, which reads it: written, never read, no
+    # longer a foreign key (revision 5c1e0b7d93a2), and dropped by a later release.
+    callback_id: Mapped[str | None] = mapped_column(String(26))
     group_id: Mapped[str] = mapped_column(String(128))
     account: Mapped[str] = mapped_column(String(128))
 
     __table_args__ = (
         Index("ix_group_members_account_dismissal_id", "account", "dismissal_id"),
         Index("ix_group_members_dismissal_id", "dismissal_id"),
-        Index("ix_group_members_callback_id", "callback_id"),
     )
 
 

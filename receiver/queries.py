@@ -134,7 +134,8 @@ def group_view(*, session: Session, group_id: str) -> GroupView | None:
     members: list[str] = []
     if latest_callback is not None:
         members = list(session.scalars(
-            select(GroupMember.account).where(GroupMember.callback_id == latest_callback).order_by(GroupMember.id)
+            select(GroupMember.account).join(Dismissal, Dismissal.id == GroupMember.dismissal_id)
+            .where(Dismissal.callback_id == latest_callback).order_by(GroupMember.id)
         ))
     return GroupView(group_id, dismissals, members)
 

@@ -247,9 +247,10 @@ def bulk_insert_linked(connection: Connection, table: Table, rows: Sequence[Mapp
 
     A row of `table` is skipped if it conflicts on the `skip_conflicts` column or if `only_if`
     is false for it: a fixed SQL condition in which `batch` names the row (`batch.group_id`).
-    Each `dependents` entry (table, rows, link) inserts those of its rows whose `link` column
-    holds the `key` of a row inserted here; the rest are dropped with the row they point at.
-    Returns the inserted rows' `key`s.
+    `dependents` is a chain: each entry (table, rows, link) inserts those of its rows whose
+    `link` column holds the key of a row inserted just before it in the chain (for the first
+    entry, the `key` of a row of `table`; for the others, the primary key of the entry before);
+    the rest are dropped with the row they point at. Returns the inserted rows' `key`s.
 
     Being one statement, it is all or nothing; on a connection in autocommit it is a whole
     transaction in one round trip (no BEGIN, no COMMIT of its own). `only_if` reads the
@@ -269,11 +270,18 @@ def bulk_insert_linked(connection: Connection, table: Table, rows: Sequence[Mapp
     # the caller's fixed condition are joined here; every row travels in a bound document.
     ctes = [f"i AS ({plan.head} AS batch WHERE {only_if}{plan.tail})"]
     documents = [_document(plan, columns, rows)]
+    parent, parent_key = "i", key
     for n, (dependent, dependent_rows, link) in enumerate(dependents, 1):
         dependent_columns = tuple(dependent_rows[0]) if dependent_rows else tuple(dependent.c.keys())
-        dependent_plan = _plan(dialect, dependent, dependent_columns, False, ())
-        ctes.append(f"d{n} AS ({dependent_plan.head} AS r WHERE r.{quote(link)} IN (SELECT {quote(key)} FROM i))")
+        last = n == len(dependents)
+        own_key = () if last else tuple(c.name for c in dependent.primary_key.columns)
+        dependent_plan = _plan(dialect, dependent, dependent_columns, False, own_key)
+        within = f"SELECT {quote(parent_key)} FROM {parent}"  # the keys the chain's previous INSERT returned
+        ctes.append(f"d{n} AS ({dependent_plan.head} AS r WHERE r.{quote(link)} IN ({within}){dependent_plan.tail})")
         documents.append(_document(dependent_plan, dependent_columns, dependent_rows))
+        if not last:
+            (parent_key,) = own_key
+            parent = f"d{n}"
     sql = f"WITH {', '.join(ctes)} SELECT {quote(key)} FROM i"
     return [row[0] for row in _on_the_driver(connection, sql, tuple(documents), fetch=True)]
 

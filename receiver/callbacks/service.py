@@ -96,6 +96,8 @@ def _callback_row(item: Accepted, callback_id: str, key: str) -> dict[str, Any]:
 
 
 def _member_rows(item: Accepted, dismissal_id: str, callback_id: str) -> list[dict[str, Any]]:
+    """The members the callback lists, under the dismissal it confirms (whose `callback_id` is it;
+    `GroupMember.callback_id` repeats it for the previous release)."""
     group_id = item.data["group_id"]
     return [{"dismissal_id": dismissal_id, "callback_id": callback_id, "group_id": group_id, "account": m["account"]}
             for m in item.data.get("members") or ()]
@@ -202,7 +204,7 @@ def store_unmatched(conn: Connection, items: Sequence[Accepted], *,
         members += _member_rows(item, dismissal["id"], callback_id)
     inserted = bulk_insert_linked(
         conn, Callback.__table__, callbacks, skip_conflicts="dedupe_key", only_if=NO_CANDIDATE, key="id",
-        dependents=[(Dismissal.__table__, dismissals, "callback_id"), (GroupMember.__table__, members, "callback_id")])
+        dependents=[(Dismissal.__table__, dismissals, "callback_id"), (GroupMember.__table__, members, "dismissal_id")])
     position = {row["id"]: n for n, row in enumerate(callbacks)}
     results: list[RecordResult | None] = [None] * len(items)
     for callback_id in inserted:

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import delete, exists, func, select
 from sqlalchemy.orm import Session
 
-from receiver.models import OPEN_STATUSES, Callback, CallbackState, Dismissal, DismissalAttempt, GroupMember
+from receiver.models import OPEN_STATUSES, Callback, CallbackState, Dismissal, DismissalAttempt
 
 
 @dataclass(frozen=True)
@@ -23,8 +23,8 @@ class PurgeReport:
 
 
 def _linked(callback_id_column):
-    return (exists().where(Dismissal.callback_id == callback_id_column)
-            | exists().where(GroupMember.callback_id == callback_id_column))
+    # A callback's members hang off the dismissal it confirmed, which names it: linked either way.
+    return exists().where(Dismissal.callback_id == callback_id_column)
 
 
 def purge(*, session: Session, cutoff: datetime, dry_run: bool = False) -> PurgeReport:

@@ -105,7 +105,7 @@ def test_a_chain_inserts_every_table_and_checks_references(db, backend):
     d = dict(id=new_id(), group_id="g-chain", sdkappid=TEST_SDKAPPID, source=Source.EXTERNAL,
              status=Status.CONFIRMED, callback_id=cb["id"], confirmed_at=WHEN, attempts=0, probes=0,
              redispatches=0, updated_at=WHEN)
-    members = [dict(dismissal_id=d["id"], callback_id=cb["id"], group_id="g-chain", account=a) for a in "abc"]
+    members = [dict(dismissal_id=d["id"], group_id="g-chain", account=a) for a in "abc"]
     with db.session_scope() as session:
         bulk_insert_chain(session.connection(), [(Callback.__table__, [cb]), (Dismissal.__table__, [d]),
                                                  (GroupMember.__table__, members), (Dismissal.__table__, [])])
@@ -172,7 +172,7 @@ def linked_rows(key: str, group_id: str | None = None) -> tuple[dict, dict, list
     d = dict(id=new_id(), group_id=cb["group_id"], sdkappid=TEST_SDKAPPID, source=Source.EXTERNAL,
              status=Status.CONFIRMED, callback_id=cb["id"], confirmed_at=WHEN, attempts=0, probes=0,
              redispatches=0, updated_at=WHEN)
-    members = [dict(dismissal_id=d["id"], callback_id=cb["id"], group_id=cb["group_id"], account=a) for a in "ab"]
+    members = [dict(dismissal_id=d["id"], group_id=cb["group_id"], account=a) for a in "ab"]
     return cb, d, members
 
 
@@ -181,7 +181,7 @@ def insert_linked(session, parts, only_if="true"):
         session.connection(), Callback.__table__, [cb for cb, _, _ in parts], skip_conflicts="dedupe_key",
         only_if=only_if, key="id", dependents=[(Dismissal.__table__, [d for _, d, _ in parts], "callback_id"),
                                                (GroupMember.__table__, [m for _, _, ms in parts for m in ms],
-                                                "callback_id")])
+                                                "dismissal_id")])
 
 
 def test_linked_rows_go_in_with_the_row_they_point_at_or_not_at_all(db, backend):
@@ -198,8 +198,9 @@ def test_linked_rows_go_in_with_the_row_they_point_at_or_not_at_all(db, backend)
     with db.session_scope() as session:
         assert sorted(session.scalars(select(Callback.dedupe_key))) == ["l-fresh", "l-stored"]
         assert set(session.scalars(select(Dismissal.callback_id))) == {stored[0]["id"], fresh[0]["id"]}
-        assert sorted(session.scalars(select(GroupMember.callback_id))) == sorted([stored[0]["id"]] * 2 +
-                                                                                  [fresh[0]["id"]] * 2)
+        # Each member went in with the dismissal it points at, and only with it.
+        assert sorted(session.scalars(select(GroupMember.dismissal_id))) == sorted([stored[1]["id"]] * 2 +
+                                                                                   [fresh[1]["id"]] * 2)
 
 
 def test_linked_rows_are_one_statement_all_or_nothing(db, backend):

@@ -274,7 +274,8 @@ def test_the_one_statement_path_leaves_redeliveries_and_awaited_groups_to_the_tr
         external = s.get(Dismissal, out[0].dismissal_id)
         assert (external.source, external.callback_id, external.status) == (Source.EXTERNAL, out[0].callback_id,
                                                                              Status.CONFIRMED)
-        members = s.execute(select(GroupMember.group_id, GroupMember.dismissal_id, GroupMember.callback_id)).all()
+        members = s.execute(select(GroupMember.group_id, GroupMember.dismissal_id, Dismissal.callback_id)
+                            .join(Dismissal, Dismissal.id == GroupMember.dismissal_id)).all()
         # Three members per event, on its own callback and dismissal (none for the redeliveries).
         assert sorted(m for m in members if m[0] != "mix-earlier") == sorted(
             (group, r.dismissal_id, r.callback_id) for group, r in (("mix-new", out[0]), ("mix-ours", out[2]),

@@ -62,7 +62,7 @@ def test_replay_stores_what_passes_now_and_marks_the_quarantined_rows(app, db):
         assert accepted.received_at == fixed.received_at  # stored as if accepted when it arrived
         assert s.get(Callback, broken).replay_outcome.startswith("invalid: malformed JSON")
         assert s.get(Callback, old).replayed_at is None  # outside --since
-        members = s.scalars(select(GroupMember.account).where(GroupMember.callback_id == accepted.id)).all()
+        members = s.scalars(select(GroupMember.account).where(GroupMember.dismissal_id == dismissal.id)).all()
         assert sorted(members) == ["bob", "leckie", "peter"]
 
     # Resolved rows are not replayed again; the still-invalid one is retried; older ones now too.

@@ -31,8 +31,10 @@ ALLOWED = {
     # fixed condition (matching.NO_CANDIDATE); the rows are bound documents.
     ("receiver/sqlutil.py", 'f"i AS ({plan.head} AS batch WHERE {only_if}{plan.tail})"'):
         "_plan's INSERT text and the caller's fixed condition text (NO_CANDIDATE)",
-    ("receiver/sqlutil.py", 'f"d{n} AS ({dependent_plan.head} AS r WHERE r.{quote(link)} IN (SELECT {quote(key)} FROM i))"'):
-        "a CTE number, _plan's INSERT text, column names quoted by the dialect",
+    ("receiver/sqlutil.py", 'f"SELECT {quote(parent_key)} FROM {parent}"'):
+        "a column name quoted by the dialect, and the name of one of this statement's own CTEs (i, d1, …)",
+    ("receiver/sqlutil.py", 'f"d{n} AS ({dependent_plan.head} AS r WHERE r.{quote(link)} IN ({within}){dependent_plan.tail})"'):
+        "a CTE number, _plan's INSERT text (and RETURNING), column names quoted by the dialect, the text above",
     ("receiver/sqlutil.py", 'f"WITH {\', \'.join(ctes)} SELECT {quote(key)} FROM i"'):
         "joins the CTE texts above and a quoted column name; no value",
 }
