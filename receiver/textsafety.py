@@ -20,6 +20,6 @@ def is_storable(value: str) -> bool:
 
 def storable(value: str | None) -> str | None:
     """`value` with every unstorable character replaced by U+FFFD (for text we keep as evidence)."""
-    if value is None:
-        return None
+    if value is None or (value.isascii() and "\x00" not in value):  # most: ASCII holds no surrogate
+        return value
     return UNSTORABLE.sub("\ufffd", value)

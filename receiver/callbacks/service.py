@@ -11,6 +11,7 @@ from typing import Any, Callable, Sequence
 from sqlalchemy import Connection, update
 from sqlalchemy.orm import Session
 
+from receiver.callbacks.parsing import Refused, group_id_of, validate_body
 from receiver.dismissals.matching import (
     CANDIDATES_QUERY,
     CANDIDATES_WIDTH,
@@ -274,8 +275,6 @@ def handle_body(session: Session | Callable[[], Session], *, raw_body: bytes, me
     it is recorded alone on `session`. `session` may be a callable that opens the session when
     one is first needed (the endpoint's valid callbacks need none).
     """
-    from receiver.callbacks.parsing import Refused, group_id_of, validate_body
-
     session_now: Callable[[], Session] = session if callable(session) else lambda: session
 
     now = now or utcnow()
