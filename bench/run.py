@@ -15,14 +15,15 @@ from pathlib import Path
 from bench import common
 
 BENCHES = ("ingest", "dispatch", "query")
-OPTIONAL = ("cost",)  # run only when asked for by name
+OPTIONAL = ("cost", "pgcost")  # run only when asked for by name
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("benches", nargs="*", default=[], metavar="{" + ",".join(BENCHES + OPTIONAL) + "}",
-                   help="which benchmarks to run (default: all but cost); ingest includes the growth comparison")
+                   help="which benchmarks to run (default: all but cost and pgcost); ingest includes the growth "
+                        "comparison")
     p.add_argument("--rounds", type=int, default=5, help="ingest: alternating rounds (>= 3)")
     p.add_argument("--seconds", type=float, default=10, help="ingest: seconds of load per target per round")
     p.add_argument("--connections", type=int, default=32, help="ingest: wrk connections")
@@ -37,9 +38,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="dispatch: DISPATCH_CONCURRENCY for the worker (default: the service's, 32)")
     p.add_argument("--requests", type=int, default=300, help="query: sequential requests per endpoint")
     p.add_argument("--compare", nargs="*", metavar="TREE",
-                   help="cost: other checkouts (e.g. git worktrees) to count alongside this one; "
+                   help="cost, pgcost: other checkouts (e.g. git worktrees) to measure alongside this one; "
                         "ingest: serve the pg target from them too, in the same rounds (an A/B of code)")
     p.add_argument("--cost-requests", type=int, default=100, help="cost: N, for runs of N and 4 × N callbacks")
+    p.add_argument("--pg-batch", type=int, nargs="+", default=[6], help="pgcost: batch sizes (default: 6)")
+    p.add_argument("--pg-batches", type=int, default=1000, help="pgcost: batches per measured run")
+    p.add_argument("--pg-repeat", type=int, default=5, help="pgcost: runs per tree and batch size (alternating)")
     p.add_argument("--reseed", action="store_true", help="rebuild the 1,000,000-row template database")
     p.add_argument("--keep", action="store_true", help="keep the work directory and databases (debugging)")
     p.add_argument("--out", default=str(Path(__file__).with_name("results") / "latest.json"))
