@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import itertools
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ from receiver.callbacks.service import RequestMeta
 log = logging.getLogger(__name__)
 
 SEGMENT_SUFFIX = ".jsonl"
+_segment_numbers = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,10 @@ class Spool:
         if self._fd is not None and self._segment_pid == os.getpid():
             return self._fd
         self.directory.mkdir(parents=True, exist_ok=True)
-        name = f"{int(self._clock() * 1000):013d}-{os.getpid()}-{os.urandom(3).hex()}{SEGMENT_SUFFIX}"
+        # Names sort in the order a process opened its segments: by millisecond, then (segments
+        # opened within one millisecond, as after a failed write) by the process's own count.
+        name = (f"{int(self._clock() * 1000):013d}-{os.getpid()}-{next(_segment_numbers):08d}-{os.urandom(3).hex()}"
+                f"{SEGMENT_SUFFIX}")
         path = self.directory / name
         # Locked before it bears a segment name, so no drainer can take (and delete) it meanwhile.
         temporary = path.with_name(path.name + ".new")

@@ -144,3 +144,14 @@ def test_check_refuses_a_directory_it_cannot_write(tmp_path, where):
         Spool(target).check()
     Spool(tmp_path / "fine" / "nested").check()
     assert list((tmp_path / "fine" / "nested").iterdir()) == []
+
+
+def test_segments_opened_within_one_millisecond_drain_in_the_order_they_were_opened(tmp_path):
+    spool = Spool(tmp_path, clock=lambda: 1764583501.123)  # every segment in the same millisecond
+    for n in range(6):
+        spool.append(item(n))
+        spool.close_segment()  # each request in a segment of its own
+    assert len(spool.segments()) == 6
+    seen = []
+    assert spool.drain(lambda it: seen.append(it.raw_body)) == 6
+    assert seen == [item(n).raw_body for n in range(6)]
