@@ -102,6 +102,9 @@ class Status(str, enum.Enum):
 
 
 OPEN_STATUSES = (Status.QUEUED, Status.SENDING, Status.RETRYING, Status.AWAITING_CALLBACK)
+# Rows waiting to be sent (`ix_dismissals_due`'s condition). A fixed text, not a bound IN list: a
+# query must spell it so for PostgreSQL to use the partial index in a prepared (generic) plan.
+WAITING_TO_BE_SENT = "status IN ('queued', 'retrying')"
 FINAL_STATUSES = (Status.CONFIRMED, Status.FAILED, Status.UNCONFIRMED)
 
 
@@ -214,6 +217,10 @@ class Dismissal(Base):
         Index("ix_dismissals_source_id", "source", "id"),
         Index("ix_dismissals_status_next_attempt_at", "status", "next_attempt_at"),
         Index("ix_dismissals_callback_id", "callback_id"),
+        # The dispatcher's queue, in the order it claims (`Dispatcher.claim`): only rows waiting
+        # to be sent, so a claim reads as many rows as it takes, however long the queue.
+        Index("ix_dismissals_due", "next_attempt_at", "id", sqlite_where=text(WAITING_TO_BE_SENT),
+              postgresql_where=text(WAITING_TO_BE_SENT)),
     )
 
     @property

@@ -412,3 +412,67 @@ def test_an_answer_the_database_refuses_does_not_cost_the_others_their_record(co
     assert get(committed_db, ids[0]).status == Status.AWAITING_CALLBACK
     assert get(committed_db, ids[1]).status == Status.AWAITING_CALLBACK
     assert get(committed_db, ids[2]).status == Status.SENDING  # left to its lease
+
+
+def test_a_claim_takes_expired_leases_first_then_the_queue_oldest_first(committed_db, fake, clock):
+    later = queue(committed_db, "q-later")
+    clock.advance(5)
+    first = queue(committed_db, "q-first-a", "q-first-b")  # the same next_attempt_at: by id
+    with committed_db.session_scope() as s:  # q-later is due later than the other two
+        s.get(Dismissal, later[0]).next_attempt_at = clock() + timedelta(seconds=1)
+    dead = Dispatcher(committed_db, fake, worker_id="dead", lease_seconds=30, clock=clock)
+    [stuck] = queue(committed_db, "q-stuck")
+    with committed_db.session_scope() as s:
+        s.get(Dismissal, stuck).next_attempt_at = clock() - timedelta(seconds=60)
+    assert [c.id for c in dead.claim(1)] == [stuck]  # the oldest due row, then the worker "dies"
+    dead._pool.shutdown()
+    clock.advance(31)
+    alive = Dispatcher(committed_db, fake, worker_id="alive", lease_seconds=30, clock=clock)
+    try:
+        assert [c.id for c in alive.claim(2)] == [stuck, min(first)]
+        assert [c.id for c in alive.claim(5)] == [max(first), later[0]]
+    finally:
+        alive._pool.shutdown()
+
+
+def test_a_claim_reads_the_queue_in_its_index_order_not_every_due_row(committed_db, fake, clock, backend):
+    """With 2,000 queued, the claim's read of the queue walks ix_dismissals_due and stops: no sort."""
+    if backend.name != "postgresql":
+        pytest.skip("the plan is PostgreSQL's; SQLite serialises claimers and reads its own way")
+    from psycopg.sql import Literal
+    from sqlalchemy import event
+
+    queue(committed_db, *[f"plan-{i}" for i in range(2000)])
+    with committed_db.engine.begin() as conn:
+        conn.exec_driver_sql("ANALYZE dismissals")
+    statements: list[tuple[str, object]] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        if "SKIP LOCKED" in statement and "'queued'" in statement:
+            statements.append((statement, parameters))
+
+    d = Dispatcher(committed_db, fake, worker_id="planner", clock=clock)
+    event.listen(committed_db.engine, "before_cursor_execute", seen)
+    try:
+        assert len(d.claim(8)) == 8
+    finally:
+        event.remove(committed_db.engine, "before_cursor_execute", seen)
+        d._pool.shutdown()
+    # The plan PostgreSQL keeps once psycopg prepares the statement (after 5 runs): the generic
+    # one, which knows no parameter's value (a partial index is usable only if the query spells
+    # its condition; a bound IN list would not do).
+    [(statement, parameters)] = statements
+    with committed_db.engine.begin() as conn:
+        conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
+        conn.exec_driver_sql(f"PREPARE claim_plan AS {_numbered(statement, parameters)}")
+        raw = conn.connection.dbapi_connection
+        values = ", ".join(Literal(v).as_string(raw) for v in parameters.values())  # EXECUTE takes no binds
+        plan = "\n".join(row[0] for row in conn.exec_driver_sql(f"EXPLAIN EXECUTE claim_plan({values})"))
+    assert "ix_dismissals_due" in plan and "Sort" not in plan, plan
+
+
+def _numbered(statement: str, parameters: dict) -> str:
+    """psycopg's %(name)s placeholders as PREPARE's $1, $2, … (in the parameters' order)."""
+    for n, name in enumerate(parameters, 1):
+        statement = statement.replace(f"%({name})s", f"${n}")
+    return statement
