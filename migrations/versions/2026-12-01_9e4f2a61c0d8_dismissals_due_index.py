@@ -8,7 +8,8 @@ holds only rows waiting to be sent, in claim order, so a claim reads the rows it
 dismissals (confirmed on arrival) never enter it.
 
 Built with a plain CREATE INDEX (inside the migration's transaction), which holds off writes to
-dismissals while it reads the table once: about a second per million rows.
+dismissals while it reads the table once: about a second per million rows. IF NOT EXISTS: an
+operator may have built it beforehand with CREATE INDEX CONCURRENTLY (README, "Upgrading").
 
 Revision ID: 9e4f2a61c0d8
 Revises: 5c1e0b7d93a2
@@ -31,7 +32,7 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table('dismissals', schema=None) as batch_op:
-        batch_op.create_index('ix_dismissals_due', ['next_attempt_at', 'id'], unique=False,
+        batch_op.create_index('ix_dismissals_due', ['next_attempt_at', 'id'], unique=False, if_not_exists=True,
                               sqlite_where=sa.text(WAITING_TO_BE_SENT),
                               postgresql_where=sa.text(WAITING_TO_BE_SENT))
 
