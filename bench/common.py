@@ -166,6 +166,22 @@ def migrate(database_url: str, tree: Path = ROOT) -> None:
 
 # -- processes ------------------------------------------------------------------------------------
 
+_HZ = os.sysconf("SC_CLK_TCK")
+
+
+def process_stat(pid: int | str) -> tuple[str, int, float] | None:
+    """(command name, parent pid, CPU seconds used so far: user + system) of a live process, read
+    from /proc; None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    rest = stat[stat.rindex(")") + 2:].split()
+    return (stat[stat.index("(") + 1:stat.rindex(")")], int(rest[1]),
+            (int(rest[11]) + int(rest[12])) / _HZ)
+
+
 def service_env(database_url: str, **extra: str) -> dict[str, str]:
     """The environment of a receiver process for the benchmarks (no .env file is in ROOT)."""
     env = {k: v for k, v in os.environ.items()
@@ -264,17 +280,10 @@ def dump(obj) -> str:
     return json.dumps(obj, indent=2, default=str)
 
 
-_HZ = os.sysconf("SC_CLK_TCK")
-
-
-def _pid_cpu(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return 0.0
-    rest = stat[stat.rindex(")") + 2:].split()
-    return (int(rest[11]) + int(rest[12])) / _HZ
+def pid_cpu(pid: int) -> float:
+    """CPU seconds used so far by a live process (user + system); 0 if it is gone."""
+    stat = process_stat(pid)
+    return 0.0 if stat is None else stat[2]
 
 
 def _children(pid: int) -> list[int]:
@@ -291,7 +300,7 @@ def tree_cpu(pid: int) -> float:
     total, todo = 0.0, [pid]
     while todo:
         p = todo.pop()
-        total += _pid_cpu(p)
+        total += pid_cpu(p)
         todo += _children(p)
     return total
 
@@ -302,7 +311,7 @@ def postgres_cpu() -> float:
         if pid.isdigit():
             with contextlib.suppress(OSError):
                 if Path(f"/proc/{pid}/comm").read_text().startswith("postgres"):
-                    total += _pid_cpu(int(pid))
+                    total += pid_cpu(int(pid))
     return total
 
 

@@ -47,7 +47,7 @@ def run(args) -> dict:
                                enumerate(trees)))
     out: dict = {"requests": [args.cost_requests, 4 * args.cost_requests], "trees": {}}
     for tree, per_callback in zip(trees, counts):
-        out["trees"][str(tree)] = {"instructions_per_callback": per_callback, "commit": _commit(tree)}
+        out["trees"][str(tree)] = {"instructions_per_callback": per_callback, "commit": commit_of(tree)}
         common.log(f"cost: {tree}: {per_callback / 1000:,.1f} k instructions per callback")
     if len(trees) > 1:
         base = counts[0]
@@ -83,7 +83,8 @@ def _callgrind(tree: Path, database_url: str, count: int) -> int:
         return int(match.group(1))
 
 
-def _commit(tree: Path) -> str | None:
+def commit_of(tree: Path) -> str | None:
+    """The checkout's commit (`git describe --always --dirty`), for the results."""
     done = subprocess.run(["git", "-C", str(tree), "describe", "--always", "--dirty"], capture_output=True, text=True)
     return done.stdout.strip() or None
 

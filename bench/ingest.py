@@ -45,29 +45,18 @@ def signed_query(request_time: int | None = None) -> str:
             f"&ClientIP=10.0.0.1&OptPlatform=RESTAPI&Sign={sign}&RequestTime={rt}")
 
 
-_HZ = os.sysconf("SC_CLK_TCK")
 
 
 def _processes():
     """(pid, command name, parent pid, CPU seconds used so far) of every live process (/proc)."""
     for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        rest = stat[stat.rindex(")") + 2:].split()
-        yield int(pid), stat[stat.index("(") + 1:stat.rindex(")")], int(rest[1]), (int(rest[11]) + int(rest[12])) / _HZ
+        if pid.isdigit() and (stat := common.process_stat(pid)) is not None:
+            yield int(pid), *stat
 
 
 def cpu_snapshot() -> dict[str, float]:
     """CPU seconds used so far: the whole machine (busy), and live processes grouped by name."""
-    out: dict[str, float] = {"machine_busy": 0.0, "gunicorn": 0.0, "postgres": 0.0, "wrk": 0.0}
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    out["machine_busy"] = (sum(fields) - fields[3] - fields[4]) / _HZ  # minus idle and iowait
+    out: dict[str, float] = {"machine_busy": common.machine_busy_cpu(), "gunicorn": 0.0, "postgres": 0.0, "wrk": 0.0}
     for _pid, comm, _ppid, used in _processes():
         if comm.startswith("postgres"):
             out["postgres"] += used

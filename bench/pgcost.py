@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve()
 
 
 def run(args) -> dict:
-    from bench import common
+    from bench import common, cost
 
     if not common.pg_available():
         raise SystemExit("PostgreSQL is not reachable at 127.0.0.1:5432 (see README: trust auth as root)")
@@ -49,7 +49,7 @@ def run(args) -> dict:
             for tree in trees:
                 cpu = statistics.median(r["pg_cpu_us"] for r in runs[tree])
                 wall = statistics.median(r["wall_us"] for r in runs[tree])
-                entry = out["trees"].setdefault(str(tree), {"commit": _commit(tree), "per_batch_size": {}})
+                entry = out["trees"].setdefault(str(tree), {"commit": cost.commit_of(tree), "per_batch_size": {}})
                 entry["per_batch_size"][str(size)] = {
                     "pg_cpu_us_per_callback_median": round(cpu, 1), "wall_us_per_callback_median": round(wall, 1),
                     "pg_cpu_us_per_callback_runs": [r["pg_cpu_us"] for r in runs[tree]]}
@@ -74,18 +74,10 @@ def _measure(tree: Path, database_url: str, size: int, batches: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _commit(tree: Path) -> str | None:
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True)
-    return done.stdout.strip() or None
-
-
-def _server_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _child(tree: str, database_url: str, size: int, batches: int) -> None:
     """In `tree`'s code: warm up, then `batches` batches of `size` callbacks; print one JSON line."""
+    from bench.common import pid_cpu  # this checkout's (on the path before `tree`, below)
+
     sys.path.insert(0, tree)
     from receiver.callbacks.parsing import validate_body
     from receiver.callbacks.service import Accepted, RequestMeta, store_unmatched
@@ -118,10 +110,10 @@ def _child(tree: str, database_url: str, size: int, batches: int) -> None:
             for _ in range(10):  # past psycopg's prepare threshold, and the plan cache's custom plans
                 store_unmatched(conn, [callback() for _ in range(size)])
             work = [[callback() for _ in range(size)] for _ in range(batches)]  # built before the clock starts
-            cpu_before, started = _server_cpu_seconds(pid), time.perf_counter()
+            cpu_before, started = pid_cpu(pid), time.perf_counter()
             for batch in work:
                 store_unmatched(conn, batch)
-            cpu_after, ended = _server_cpu_seconds(pid), time.perf_counter()
+            cpu_after, ended = pid_cpu(pid), time.perf_counter()
     finally:
         database.dispose()
     count = size * batches
@@ -131,6 +123,7 @@ def _child(tree: str, database_url: str, size: int, batches: int) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) == 6 and sys.argv[1] == "--child":
+        sys.path.insert(0, str(HERE.parent.parent))
         _child(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
     else:  # `python -m bench.pgcost [--compare TREE …]` is `python -m bench.run pgcost …`
         sys.path.insert(0, str(HERE.parent.parent))

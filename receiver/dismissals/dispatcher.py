@@ -107,10 +107,9 @@ class Dispatcher:
             return []
         now = self._clock()
         c = Dismissal.__table__.c
-        due = or_(
-            and_(c.status.in_((Status.QUEUED.value, Status.RETRYING.value)), c.next_attempt_at <= now),
-            and_(c.status == Status.SENDING.value, c.lease_expires_at < now),
-        )
+        expired = and_(c.status == Status.SENDING.value, c.lease_expires_at < now)
+        waiting = and_(text(WAITING_TO_BE_SENT), c.next_attempt_at <= now)
+        due = or_(waiting, expired)
         with self.database.engine.begin() as conn:
             with self._lock:
                 mine = list(self._claimed)
@@ -119,12 +118,12 @@ class Dispatcher:
             # serialises claimers through BEGIN IMMEDIATE instead). One query with an OR of both
             # could use no index's order: it read and sorted every due row, every claim.
             ids = conn.execute(
-                select(c.id).where(c.status == Status.SENDING.value, c.lease_expires_at < now, c.id.not_in(mine))
+                select(c.id).where(expired, c.id.not_in(mine))
                 .order_by(c.lease_expires_at, c.id).limit(limit).with_for_update(skip_locked=True)
             ).scalars().all()
             if len(ids) < limit:
                 ids += conn.execute(
-                    select(c.id).where(text(WAITING_TO_BE_SENT), c.next_attempt_at <= now, c.id.not_in(mine))
+                    select(c.id).where(waiting, c.id.not_in(mine))
                     .order_by(c.next_attempt_at, c.id).limit(limit - len(ids)).with_for_update(skip_locked=True)
                 ).scalars().all()
             if not ids:
