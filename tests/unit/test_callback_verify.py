@@ -57,6 +57,30 @@ def test_any_token_of_a_rotation_window_is_accepted():
         verify.check_sign(DOC_SIGN, DOC_TIME, (Secret("old-token"),), now=int(DOC_TIME), max_skew_seconds=60)
 
 
+def test_each_tokens_sign_is_computed_once_per_request_time(monkeypatch):
+    computed = []
+    real = verify.compute_sign
+    monkeypatch.setattr(verify, "compute_sign", lambda token, rt: computed.append(rt) or real(token, rt))
+    tokens = (Secret("rotated-out"), Secret(DOC_TOKEN))
+    request_time = str(int(DOC_TIME) + 1)
+    sign = real(DOC_TOKEN, request_time)
+    for _ in range(3):
+        verify.check_sign(sign, request_time, tokens, now=int(DOC_TIME), max_skew_seconds=60)
+    assert computed == [request_time, request_time]  # one per token, on the first callback only
+    with pytest.raises(verify.CallbackRejected):  # another configuration is not answered from the cache
+        verify.check_sign(sign, request_time, (Secret("rotated-out"),), now=int(DOC_TIME), max_skew_seconds=60)
+    with pytest.raises(verify.CallbackRejected):  # nor another RequestTime
+        verify.check_sign(sign, DOC_TIME, tokens, now=int(DOC_TIME), max_skew_seconds=60)
+
+
+def test_the_sign_cache_stays_small():
+    for n in range(3 * verify._SIGNS_KEPT):
+        request_time = str(int(DOC_TIME) + n)
+        verify.check_sign(verify.compute_sign(DOC_TOKEN, request_time), request_time, (Secret(DOC_TOKEN),),
+                          now=int(DOC_TIME) + n, max_skew_seconds=60)
+        assert len(verify._signs) <= verify._SIGNS_KEPT
+
+
 def test_no_token_configured_means_no_sign_check():
     verify.check_sign(None, None, (), now=0, max_skew_seconds=60)
 
