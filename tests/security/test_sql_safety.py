@@ -21,7 +21,7 @@ ALLOWED = {
         "identifiers from Table metadata, quoted by the dialect; the rows are the bound %s",
     ("receiver/sqlutil.py", 'f"INSERT INTO {table_name} ({names}) VALUES "'):
         "identifiers from Table metadata, quoted by the dialect; values are ? placeholders",
-    ("receiver/sqlutil.py", 'f"WITH {ctes} {heads[-1]}"'):
+    ("receiver/sqlutil.py", 'f"WITH {ctes} {plans[-1].sql()}"'):
         "joins _plan's INSERT texts (quoted Table identifiers, %s placeholders); the rows are bound",
     ("receiver/sqlutil.py", 'f"SELECT 0, {inserted_side} FROM i UNION ALL SELECT 1, {queried_side} FROM q"'):
         "RETURNING column names quoted by the dialect, NULL padding; no value",
@@ -76,7 +76,8 @@ def _findings() -> list[tuple[str, str, int]]:
             # 2. Any f-string that reads like SQL, wherever it goes.
             elif isinstance(node, ast.JoinedStr) and _dynamic(node):
                 literal = "".join(v.value for v in node.values if isinstance(v, ast.Constant))
-                if SQL_WORDS.search(literal) and re.search(r"\b(FROM|INTO|TABLE|PRAGMA|WHERE|SET)\b", literal):
+                if (SQL_WORDS.search(literal) and re.search(r"\b(FROM|INTO|TABLE|PRAGMA|WHERE|SET)\b", literal)
+                        or re.match(r"WITH\b", literal)):  # a statement of CTEs, built to be run later
                     found.append((rel, ast.get_source_segment(source, node), node.lineno))
     return found
 
