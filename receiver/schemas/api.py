@@ -7,6 +7,7 @@ import binascii
 import re
 from datetime import datetime, timedelta, timezone
 
+import orjson
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, pre_dump, validate
 
 from receiver.models import CallbackState, Confirmation, Dismissal, Source, Status
@@ -28,12 +29,14 @@ _ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 def format_time(value: datetime) -> str:
     """RFC 3339 in UTC with milliseconds and Z, e.g. 2026-11-29T20:41:08.123Z.
 
-    Through `isoformat` (the "+00:00" it ends with becomes "Z"): a list page writes a few hundred
-    of these, and `strftime` took twice as long.
+    Cut from orjson's spelling (microseconds, or none for a whole second): a list page writes
+    a few hundred of these, and `isoformat(timespec="milliseconds")` took 2.4 times as long
+    (`strftime` twice that again). Truncated to the millisecond, as `isoformat` does.
     """
     if value.tzinfo is not timezone.utc:  # the database's values already are (models.UTCDateTime)
         value = value.astimezone(timezone.utc)
-    return value.isoformat(timespec="milliseconds")[:-6] + "Z"
+    text = orjson.dumps(value, option=orjson.OPT_UTC_Z).decode()  # "YYYY-MM-DDTHH:MM:SS[.ffffff]Z", quoted
+    return text[1:24] + "Z" if value.microsecond else text[1:20] + ".000Z"
 
 
 def parse_time(text: str) -> datetime:

@@ -84,6 +84,11 @@ def test_format_time_is_utc_with_milliseconds_and_z():
     assert format_time(moment) == "2026-11-29T20:41:08.123Z"
     assert format_time(moment.astimezone(timezone.utc)) == "2026-11-29T20:41:08.123Z"
     assert format_time(datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)) == "2026-01-02T03:04:05.000Z"
+    # Truncated, not rounded, and the first and last years a datetime holds.
+    assert format_time(datetime(2026, 1, 2, 3, 4, 5, 999, tzinfo=timezone.utc)) == "2026-01-02T03:04:05.000Z"
+    assert format_time(datetime(2026, 1, 2, 3, 4, 5, 1999, tzinfo=timezone.utc)) == "2026-01-02T03:04:05.001Z"
+    assert format_time(datetime(1, 1, 1, tzinfo=timezone.utc)) == "0001-01-01T00:00:00.000Z"
+    assert format_time(datetime.max.replace(tzinfo=timezone.utc)) == "9999-12-31T23:59:59.999Z"
     assert format_time(datetime(999, 1, 2, 3, 4, 5, 6000, tzinfo=timezone.utc)) == "0999-01-02T03:04:05.006Z"
 
 
