@@ -11,6 +11,7 @@ import orjson
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, pre_dump, validate
 
 from receiver.models import CallbackState, Confirmation, Dismissal, Source, Status
+from receiver.queries import ShownDismissal
 from receiver.textsafety import is_storable
 
 MAX_BATCH = 10_000
@@ -254,10 +255,10 @@ class DismissalSchema(Schema):
         if self.only is None and not self.exclude:
             if many:
                 rows = obj if isinstance(obj, list) else list(obj)
-                if all(isinstance(d, Dismissal) for d in rows):
+                if all(isinstance(d, _WRITTEN_OUT) for d in rows):
                     return [_dismissal_document(d) for d in rows]
                 obj = rows
-            elif isinstance(obj, Dismissal):
+            elif isinstance(obj, _WRITTEN_OUT):
                 return _dismissal_document(obj)
         return super().dump(obj, many=many)
 
@@ -270,7 +271,11 @@ def _value(member) -> str | None:
     return None if member is None else member.value
 
 
-def _dismissal_document(d: Dismissal) -> dict:
+# What `_dismissal_document` reads: ORM rows, and the plain rows list pages are read as.
+_WRITTEN_OUT = (Dismissal, ShownDismissal)
+
+
+def _dismissal_document(d: Dismissal | ShownDismissal) -> dict:
     """`DismissalSchema`'s document of one row, without the generic machinery (see `DismissalSchema.dump`)."""
     c = d.callback
     return {
