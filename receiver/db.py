@@ -117,6 +117,14 @@ class Database:
         self.engine = engine or make_engine(url)
         self.session_factory = session_factory or make_session_factory(self.engine)
         self._session_factory_given = session_factory is not None
+        # Sessions for requests that only read, one statement at a time (`get_read_session`): on
+        # PostgreSQL in autocommit, so each read is its one round trip, without the BEGIN and
+        # ROLLBACK around it (≈ 350 µs of a /v1 read here). SQLite takes its locks its own way
+        # (`_configure_sqlite`): the usual sessions there.
+        self.read_session_factory = self.session_factory
+        if session_factory is None and not is_sqlite(self.engine):
+            self.read_session_factory = sessionmaker(
+                bind=self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False)
         # The callback group committer's transactions, on a pool of their own that does not
         # ping before each use: a ping is a round trip per batch on the busiest path. A
         # connection the server has closed meanwhile fails its batch, which the committer runs
@@ -222,9 +230,10 @@ def init_app(app: Flask, database: Database) -> None:
 
     @app.teardown_appcontext
     def _close_session(_exc):
-        session = g.pop("db_session", None)
-        if session is not None:
-            session.close()
+        for name in ("db_session", "db_read_session"):
+            session = g.pop(name, None)
+            if session is not None:
+                session.close()
 
 
 def get_database(app: Flask | None = None) -> Database:
@@ -236,3 +245,17 @@ def get_session() -> Session:
     if "db_session" not in g:
         g.db_session = get_database().session_factory()
     return g.db_session
+
+
+def get_read_session() -> Session:
+    """A session of the current request for reads whose every statement stands on its own: on
+    PostgreSQL each statement is its own transaction (autocommit), so views that must agree
+    across statements (a group and its members) take `get_session` instead. Writes go through
+    `get_session` too."""
+    database = get_database()
+    if database.read_session_factory is database.session_factory:  # SQLite: one session a request
+        return get_session()
+    if "db_read_session" not in g:
+        g.db_read_session = database.read_session_factory()
+    return g.db_read_session
+

@@ -8,7 +8,7 @@ from werkzeug.exceptions import HTTPException
 from receiver import queries
 from receiver.api.common import Blueprint, documented_errors, page_body
 from receiver.api.errors import handle_http_exception
-from receiver.db import get_session
+from receiver.db import get_read_session
 from receiver.schemas.api import RAW_BODY_PREVIEW_BYTES, CallbackListQuerySchema, CallbackPageSchema
 
 # Named apart from the `callbacks` blueprint that serves /im/callback.
@@ -28,7 +28,7 @@ def list_callbacks(args):
     `received_at` keeps the original time).
     """
     page = queries.list_callbacks(
-        session=get_session(), limit=args["limit"], after=args.get("cursor"), preview_bytes=RAW_BODY_PREVIEW_BYTES,
+        session=get_read_session(), limit=args["limit"], after=args.get("cursor"), preview_bytes=RAW_BODY_PREVIEW_BYTES,
         command=args.get("command"), group_id=args.get("group_id"), state=args.get("state"), since=args.get("since"),
         until=args.get("until"),
     )

@@ -11,7 +11,7 @@ from receiver import queries
 from receiver.api.common import Blueprint, abort_request_error, documented_errors, page_body, settings, waiter_hub
 from receiver.api.errors import handle_http_exception
 from receiver.api.waiter import await_dismissal
-from receiver.db import get_session
+from receiver.db import get_read_session, get_session
 from receiver.dismissals.service import DismissalRequestError, request_batch, request_dismissal
 from receiver.schemas.api import (
     BatchRequestSchema,
@@ -44,7 +44,7 @@ class Dismissals(MethodView):
         rows created while paging never make a row repeat or go missing.
         """
         page = queries.list_dismissals(
-            session=get_session(), limit=args["limit"], after=args.get("cursor"), status=args.get("status"),
+            session=get_read_session(), limit=args["limit"], after=args.get("cursor"), status=args.get("status"),
             source=args.get("source"), group_id=args.get("group_id"), since=args.get("since"), until=args.get("until"),
         )
         return page_body(page)
@@ -93,7 +93,7 @@ def get_dismissal(args, dismissal_id):
     With `wait`, the answer comes as soon as the dismissal is confirmed, failed or unconfirmed,
     or after `wait` seconds with its state at that time.
     """
-    dismissal = await_dismissal(session=get_session(), hub=waiter_hub(), dismissal_id=dismissal_id, wait=args["wait"])
+    dismissal = await_dismissal(session=get_read_session(), hub=waiter_hub(), dismissal_id=dismissal_id, wait=args["wait"])
     if dismissal is None:
         abort(404, message=f"no dismissal with id {dismissal_id[:64]!r}")
     return dismissal

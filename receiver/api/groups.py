@@ -9,7 +9,7 @@ from werkzeug.exceptions import HTTPException
 from receiver import queries
 from receiver.api.common import Blueprint, documented_errors, page_body
 from receiver.api.errors import handle_http_exception
-from receiver.db import get_session
+from receiver.db import get_read_session, get_session
 from receiver.schemas.api import DismissalPageSchema, GroupSchema, PageQuerySchema
 
 blp = Blueprint("groups", __name__, url_prefix="/v1", description="Dismissals by group and by member account.")
@@ -36,5 +36,5 @@ def get_group(group_id):
 @documented_errors(blp)
 def member_dismissals(args, account):
     """List dismissals of groups the account was a member of when they were dismissed, newest first."""
-    page = queries.member_dismissals(session=get_session(), account=account, limit=args["limit"], after=args.get("cursor"))
+    page = queries.member_dismissals(session=get_read_session(), account=account, limit=args["limit"], after=args.get("cursor"))
     return page_body(page)
