@@ -258,4 +258,3 @@ def get_read_session() -> Session:
     if "db_read_session" not in g:
         g.db_read_session = database.read_session_factory()
     return g.db_read_session
-
