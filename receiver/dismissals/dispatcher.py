@@ -9,14 +9,14 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Callable
 
-from sqlalchemy import Connection, and_, bindparam, case, exists, insert, literal, or_, select, text, update
+from sqlalchemy import Connection, and_, insert, or_, select, text, update
 
 from receiver.batching import LeaderBatcher
 from receiver.callbacks.outage import DATABASE_DOWN
 from receiver.db import Database
-from receiver.dismissals.states import ALLOWED_FROM, Event, transition, transition_statement
+from receiver.dismissals.states import ALLOWED_FROM, Event, transition
 from receiver.im.errors import CODE_NETWORK, ErrorKind, IMError
 from receiver.im.ratelimit import RateLimiterUnavailable
 from receiver.models import WAITING_TO_BE_SENT, Dismissal, DismissalAttempt, Status, utcnow
@@ -315,8 +315,6 @@ class Dispatcher:
         return [None] * len(answers)
 
     def _write(self, answers: list[_Answer]) -> list[tuple[Event, bool, dict]]:
-        if len(answers) == 1 and answers[0].error is None and self.database.engine.dialect.name == "postgresql":
-            return [self._write_sent(answers[0])]
         # Rows are updated in ascending id order, like every multi-row writer (see matching), so
         # this transaction and a batch of callbacks never deadlock.
         order = sorted(range(len(answers)), key=lambda i: answers[i].claim.id)
@@ -326,25 +324,6 @@ class Dispatcher:
                 recorded[i] = self._record(conn, answers[i])
             conn.execute(insert(DismissalAttempt.__table__), [row for _, _, row in recorded])
         return recorded
-
-    def _write_sent(self, a: _Answer) -> tuple[Event, bool, dict]:
-        """PostgreSQL: IM's OK for one dismissal, recorded in one statement on an autocommit
-        connection: the SENT transition and its attempt row together, as `_record` and the
-        INSERT of `_write` would in a transaction, in one round trip instead of four (BEGIN,
-        UPDATE, INSERT, COMMIT). At the pace IM allows, a batch of answers is mostly this one.
-        """
-        stmt, params = transition_statement(a.claim.id, Event.SENT, owner=self.worker_id, sent_at=a.started,
-                                            last_error_code=None, last_error_info=None,
-                                            next_attempt_at=self._clock() + self.confirm_timeout, **_CLEAR_LEASE)
-        info = storable(a.info)
-        row = dict(dismissal_id=a.claim.id, api="destroy_group", started_at=a.started,
-                   duration_ms=int(a.duration * 1000), http_status=a.http_status, error_code=a.code,
-                   error_info=storable((info or "")[:2000]))
-        with self.database.engine.connect() as conn:
-            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-            outcome = conn.execute(_sent_with_attempt(stmt), {**params, **{f"a_{k}": v for k, v in row.items()}}
-                                   ).scalar_one()
-        return Event.SENT, outcome == "sent", {**row, "outcome": outcome}
 
     def _record(self, conn: Connection, a: _Answer) -> tuple[Event, bool, dict]:
         """Move one dismissal by IM's answer (if it is still ours) and build its attempt row."""
@@ -378,29 +357,3 @@ class Dispatcher:
                    duration_ms=int(a.duration * 1000), http_status=a.http_status, error_code=code,
                    error_info=storable((info or "")[:2000]), outcome=outcome if moved else f"{outcome}_late")
         return event, moved, row
-
-
-_ATTEMPT_COLUMNS = ("dismissal_id", "api", "started_at", "duration_ms", "http_status", "error_code", "error_info")
-_sent_statements: dict[int, Any] = {}
-
-
-def _sent_with_attempt(transition_update) -> Any:
-    """The SENT transition (`transition_update`, a CTE) and the attempt row it earns, in one
-    statement: the row's outcome is `sent` if the UPDATE moved the dismissal, else `sent_late`
-    (a callback or another worker got there first), as `_record` decides. Returns the outcome.
-    Built once per transition statement (`states` keeps one per shape)."""
-    built = _sent_statements.get(id(transition_update))
-    if built is not None and built[0] is transition_update:
-        return built[1]
-    attempts = DismissalAttempt.__table__
-    moved = transition_update.returning(Dismissal.__table__.c.id).cte("moved")
-    outcome = case((exists(select(moved.c.id)), literal("sent")), else_=literal("sent_late"))
-    stmt = (insert(attempts)
-            .from_select([*_ATTEMPT_COLUMNS, "outcome"],
-                         select(*[bindparam(f"a_{name}", type_=attempts.c[name].type) for name in _ATTEMPT_COLUMNS],
-                                outcome))
-            .returning(attempts.c.outcome)
-            .add_cte(moved))
-    _sent_statements[id(transition_update)] = (transition_update, stmt)
-    return stmt
-

@@ -92,10 +92,15 @@ def _statement(event: Event, columns: tuple[str, ...], owner: bool, due: bool, k
     return stmt
 
 
-def transition_statement(dismissal_id: str, event: Event, *, owner: str | None = None,
-                         due_by: datetime | None = None, keep_confirmed_at: bool = False,
-                         **values: Any) -> tuple[Any, dict[str, Any]]:
-    """`transition`'s conditional UPDATE and its parameters, for a statement that holds it (a CTE)."""
+def transition(session: Session | Connection, dismissal_id: str, event: Event, *, owner: str | None = None,
+               due_by: datetime | None = None, keep_confirmed_at: bool = False, **values: Any) -> bool:
+    """Move one dismissal by `event` if its current status allows it; True when the row moved.
+
+    The check and the write are one statement, so a concurrent writer (the callback handler,
+    another worker) can never move a row backwards: the loser's UPDATE matches no row.
+    `owner`: only while this worker holds the row's lease; `due_by`: only if it was due by then;
+    `keep_confirmed_at`: a `confirmed_at` already set is kept (the first time we knew).
+    """
     status, confirmation = _TARGET[event]
     values = {"status": status, "updated_at": utcnow(), **values}
     if confirmation is not None:
@@ -108,18 +113,4 @@ def transition_statement(dismissal_id: str, event: Event, *, owner: str | None =
         params["w_owner"] = owner
     if due_by is not None:
         params["w_due"] = due_by
-    return stmt, params
-
-
-def transition(session: Session | Connection, dismissal_id: str, event: Event, *, owner: str | None = None,
-               due_by: datetime | None = None, keep_confirmed_at: bool = False, **values: Any) -> bool:
-    """Move one dismissal by `event` if its current status allows it; True when the row moved.
-
-    The check and the write are one statement, so a concurrent writer (the callback handler,
-    another worker) can never move a row backwards: the loser's UPDATE matches no row.
-    `owner`: only while this worker holds the row's lease; `due_by`: only if it was due by then;
-    `keep_confirmed_at`: a `confirmed_at` already set is kept (the first time we knew).
-    """
-    stmt, params = transition_statement(dismissal_id, event, owner=owner, due_by=due_by,
-                                        keep_confirmed_at=keep_confirmed_at, **values)
     return session.execute(stmt, params).rowcount == 1

@@ -407,15 +407,6 @@ def test_an_answer_the_database_refuses_does_not_cost_the_others_their_record(co
         return original(session, answer)
 
     monkeypatch.setattr(dispatcher, "_record", refusing)
-    # Retried alone, an OK answer is written in one statement on PostgreSQL (`_write_sent`): refused there too.
-    original_sent = dispatcher._write_sent
-
-    def refusing_sent(answer):
-        if answer.claim.group_id == "poison":
-            raise ValueError("refused by the database")
-        return original_sent(answer)
-
-    monkeypatch.setattr(dispatcher, "_write_sent", refusing_sent)
     answers = [_Answer(claims[g], 1, utcnow(), None, 200, 0, "", 0.01) for g in ("keep-1", "poison", "keep-2")]
     dispatcher._record_batch(answers)
     assert get(committed_db, ids[0]).status == Status.AWAITING_CALLBACK
@@ -485,33 +476,3 @@ def _numbered(statement: str, parameters: dict) -> str:
     for n, name in enumerate(parameters, 1):
         statement = statement.replace(f"%({name})s", f"${n}")
     return statement
-
-
-def test_a_lone_ok_answer_is_recorded_in_one_statement_as_the_transaction_would(committed_db, fake, dispatcher,
-                                                                              backend, monkeypatch):
-    """PostgreSQL writes a lone OK answer in one statement (`_write_sent`); what it records is what
-    the transaction path records for an OK answer in a batch of several."""
-    from receiver.dismissals.dispatcher import _Answer
-
-    if backend.name != "postgresql":
-        pytest.skip("the one-statement path is PostgreSQL's (SQLite serialises writers in transactions)")
-    ids = queue(committed_db, "alone", "pair-1", "pair-2")
-    claims = {c.group_id: c for c in dispatcher.claim(3)}
-    one_statement = []
-    original = dispatcher._write_sent
-    monkeypatch.setattr(dispatcher, "_write_sent", lambda a: one_statement.append(a.claim.group_id) or original(a))
-    started = utcnow()
-    answer = lambda g: _Answer(claims[g], 1, started, None, 200, 0, "", 0.012)  # noqa: E731
-    dispatcher._record_batch([answer("alone")])
-    dispatcher._record_batch([answer("pair-1"), answer("pair-2")])
-    assert one_statement == ["alone"]
-
-    def recorded(dismissal_id):
-        d = get(committed_db, dismissal_id)
-        [a] = attempts(committed_db, dismissal_id)
-        return ((d.status, d.sent_at, d.lease_owner, d.lease_expires_at, d.last_error_code, d.attempts,
-                 round((d.next_attempt_at - d.sent_at).total_seconds())),  # the confirm timeout, from now
-                (a.api, a.started_at, a.duration_ms, a.http_status, a.error_code, a.error_info, a.outcome))
-
-    assert recorded(ids[0]) == recorded(ids[1]) == recorded(ids[2])
-    assert recorded(ids[0])[1][-1] == "sent" and recorded(ids[0])[0][0] == Status.AWAITING_CALLBACK
