@@ -89,16 +89,32 @@ class _InsertPlan:
         return f"{self.head}{', '.join([self.row] * rows)}{self.tail}"
 
 
-_plans: dict[tuple, _InsertPlan] = {}
-_plans_lock = threading.Lock()
+# Statements by the shape of the call (dialect, tables, columns, conditions): each built once,
+# then handed to the driver as the same string object, which psycopg looks up in its query and
+# prepared-statement caches (a string built anew is hashed anew). Built for every batch, the
+# texts of the multi-table statements cost a callback stored alone about 130k instructions of
+# 1,131k (bench/cost).
+_statements: dict[tuple, Any] = {}
+_statements_lock = threading.Lock()
+
+
+def _statement(shape: tuple, build: Callable[[], Any]) -> Any:
+    made = _statements.get(shape)
+    if made is None:
+        made = build()
+        with _statements_lock:
+            _statements[shape] = made
+    return made
 
 
 def _plan(dialect, table: Table, columns: tuple[str, ...], conflict: bool | str,
           returning: tuple[str, ...]) -> _InsertPlan:
-    key = (dialect.name, table.name, columns, conflict, returning)
-    plan = _plans.get(key)
-    if plan is not None:
-        return plan
+    return _statement(("plan", dialect.name, table.name, columns, conflict, returning),
+                      lambda: _build_plan(dialect, table, columns, conflict, returning))
+
+
+def _build_plan(dialect, table: Table, columns: tuple[str, ...], conflict: bool | str,
+                returning: tuple[str, ...]) -> _InsertPlan:
     quote = dialect.identifier_preparer.quote
     table_name = dialect.identifier_preparer.format_table(table)
     names = ", ".join(quote(c) for c in columns)
@@ -117,29 +133,9 @@ def _plan(dialect, table: Table, columns: tuple[str, ...], conflict: bool | str,
         tail = " ON CONFLICT (" + quote(conflict) + ") DO NOTHING"
     if returning:
         tail += " RETURNING " + ", ".join(quote(c) for c in returning)
-    plan = _InsertPlan(head, row, tail, tuple(
+    return _InsertPlan(head, row, tail, tuple(
         _json_processor(table.c[c].type, dialect) if row == "" else
         table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns))
-    with _plans_lock:
-        _plans[key] = plan
-    return plan
-
-
-# The statements the bulk inserts of several tables (or an insert and a query) send, by the
-# shape of the call (tables, columns, conditions): each text built once, then handed to the
-# driver as the same string object, which psycopg looks up in its query and prepared-statement
-# caches (a string built anew is hashed anew). Built for every batch, the texts cost a callback
-# stored alone about 130k instructions of 1,131k (bench/cost).
-_statements: dict[tuple, Any] = {}
-
-
-def _statement(shape: tuple, build: Callable[[], Any]) -> Any:
-    made = _statements.get(shape)
-    if made is None:
-        made = build()
-        with _plans_lock:
-            _statements[shape] = made
-    return made
 
 
 def _json_processor(type_, dialect):
