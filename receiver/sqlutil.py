@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import orjson
-from sqlalchemy import Connection, LargeBinary, Table
+from sqlalchemy import Connection, LargeBinary, Table, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+
+_log = logging.getLogger(__name__)
 
 
 def insert_ignoring_conflicts(session: Session, model, *, index_elements=None, index_where=None):
@@ -330,3 +333,40 @@ def bulk_insert_chain(connection: Connection, inserts: Sequence[tuple[Table, Seq
     sql, plans = _statement(("chain", *shape), build)
     documents = tuple(_document(plan, columns, rows) for plan, (_, columns), (_, rows) in zip(plans, shape, inserts))
     _on_the_driver(connection, sql, documents, fetch=False)
+
+
+# -- planner statistics after a bulk insert ---------------------------------------------------------
+
+# A batch this large, and at least this share of the rows a table's statistics know of, is
+# followed by an ANALYZE of the table (PostgreSQL): the share is autovacuum's own default
+# (autovacuum_analyze_scale_factor), but autovacuum looks only once a minute
+# (autovacuum_naptime), and the dispatcher and the callbacks of a batch start at once.
+ANALYZE_AFTER_ROWS = 1000
+ANALYZE_AFTER_SHARE = 0.1
+
+
+def refresh_statistics(session: Session, table: Table, added: int) -> bool:
+    """ANALYZE `table` if the `added` rows just committed leave its planner statistics stale.
+
+    Without statistics (a new database) or with those of a table a tenth the size, PostgreSQL
+    plans the dismissal queue's statements as if the table were nearly empty: a status index
+    scanned for one row by id, all our pending dismissals hashed for each callback's lookup
+    (bench/README). Runs in a transaction of its own on `session`, after the caller's commit; a
+    failure is logged and swallowed, since the rows are already stored. True if it analyzed.
+    """
+    if added < ANALYZE_AFTER_ROWS or session.get_bind().dialect.name != "postgresql":
+        return False
+    try:
+        known = session.execute(text("SELECT reltuples FROM pg_class WHERE oid = CAST(:t AS regclass)"),
+                                {"t": table.name}).scalar_one()
+        if added < ANALYZE_AFTER_SHARE * max(known, 0):
+            session.rollback()
+            return False
+        name = session.get_bind().dialect.identifier_preparer.format_table(table)
+        session.execute(text(f"ANALYZE {name}"))
+        session.commit()
+        return True
+    except Exception as exc:  # noqa: BLE001 - the batch is stored; the plans catch up with autovacuum
+        session.rollback()
+        _log.warning("could not refresh planner statistics", extra={"table": table.name, "error": type(exc).__name__})
+        return False

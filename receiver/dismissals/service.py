@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from receiver.models import OPEN_STATUSES, Dismissal, Source, Status, new_id, utcnow
-from receiver.sqlutil import bulk_insert, insert_ignoring_conflicts
+from receiver.sqlutil import bulk_insert, insert_ignoring_conflicts, refresh_statistics
 
 MAX_GROUP_ID_BYTES = 48
 MAX_BATCH = 10_000
@@ -150,6 +150,7 @@ def request_batch(
     created_ids = {gid: did for did, gid in bulk_insert(session.connection(), Dismissal.__table__, rows,
                                                          skip_conflicts=True, returning=("id", "group_id"))}
     session.commit()
+    refresh_statistics(session, Dismissal.__table__, len(created_ids))
     by_group: dict[str, Dismissal] = {}
     for chunk in _chunks(distinct, 1000):
         new_ids = [created_ids[g] for g in chunk if g in created_ids]

@@ -37,6 +37,8 @@ ALLOWED = {
         "a CTE number, _plan's INSERT text (and RETURNING), column names quoted by the dialect, the text above",
     ("receiver/sqlutil.py", 'f"WITH {\', \'.join(ctes)} SELECT {quote(key)} FROM i"'):
         "joins the CTE texts above and a quoted column name; no value",
+    ("receiver/sqlutil.py", 'f"ANALYZE {name}"'):
+        "a Table of our own metadata, quoted by the dialect; ANALYZE takes no bound parameters",
 }
 
 
