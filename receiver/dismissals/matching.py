@@ -35,8 +35,12 @@ class Candidate:
 CANDIDATE = "d.source = 'api' AND d.callback_id IS NULL"
 # For a callback row `batch` (`sqlutil.bulk_insert_linked`): no dismissal awaits it, so it is an
 # external dismissal whatever `match_callback` would weigh.
+# OFFSET 0 keeps the subquery a lookup per callback (an index probe). Pulled up into an anti-join,
+# it was planned for json_populate_recordset's estimate of 100 rows, not the batch's few, and
+# hashed every pending dismissal of ours for each batch while the table was small enough for
+# that to look cheaper (tens of thousands of rows, as in the dispatch bench).
 NO_CANDIDATE = ("NOT EXISTS (SELECT 1 FROM dismissals d WHERE d.sdkappid = batch.sdkappid"
-                " AND d.group_id = batch.group_id AND " + CANDIDATE + ")")
+                " AND d.group_id = batch.group_id AND " + CANDIDATE + " OFFSET 0)")
 
 # Hot on the callback path (once per group-commit batch): a fixed text on the driver, with the
 # batch's (app, group) pairs as one JSON parameter, costs a fraction of building and compiling
@@ -48,13 +52,20 @@ NO_CANDIDATE = ("NOT EXISTS (SELECT 1 FROM dismissals d WHERE d.sdkappid = batch
 # checks of attempt rows inserted by the dispatcher) in ascending id order, the order every
 # writer of several dismissals in one transaction follows (the dispatcher's answers, the
 # reconciler), so two batches can wait for each other but never deadlock. SQLite serialises
-# writers with BEGIN IMMEDIATE. Each pair is listed once (`candidates_params`), so the join
-# yields each dismissal once.
+# writers with BEGIN IMMEDIATE. Each pair is listed once (`candidates_params`), so each
+# dismissal comes back once.
 CANDIDATES_QUERY = {
-    "postgresql": "SELECT d.sdkappid, d.group_id, d.id, d.status, d.requested_at"
+    # The ids are looked up pair by pair (a LATERAL subquery that OFFSET 0 keeps from being
+    # flattened into a join), then locked in id order; the candidate condition is checked again
+    # under the lock. A plain join of the pairs and dismissals was planned for 100 pairs
+    # (json_to_recordset's estimate), not the batch's few, and hashed every pending dismissal of
+    # ours for each batch while the table was small enough for that to look cheaper.
+    "postgresql": "SELECT d.sdkappid, d.group_id, d.id, d.status, d.requested_at FROM dismissals d"
+                  " WHERE d.id = ANY(ARRAY(SELECT c.id"
                   " FROM json_to_recordset(%s::json) AS k(sdkappid bigint, group_id text)"
-                  " JOIN dismissals d ON d.sdkappid = k.sdkappid AND d.group_id = k.group_id"
-                  " WHERE " + CANDIDATE + " ORDER BY d.id FOR NO KEY UPDATE OF d",
+                  " CROSS JOIN LATERAL (SELECT d.id FROM dismissals d WHERE d.sdkappid = k.sdkappid"
+                  " AND d.group_id = k.group_id AND " + CANDIDATE + " OFFSET 0) AS c))"
+                  " AND " + CANDIDATE + " ORDER BY d.id FOR NO KEY UPDATE OF d",
     "sqlite": "SELECT d.sdkappid, d.group_id, d.id, d.status, d.requested_at FROM json_each(?) AS k"
               " JOIN dismissals d ON d.sdkappid = json_extract(k.value, '$.sdkappid')"
               " AND d.group_id = json_extract(k.value, '$.group_id')"
