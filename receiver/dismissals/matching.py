@@ -59,7 +59,8 @@ CANDIDATES_QUERY = {
     # flattened into a join), then locked in id order; the candidate condition is checked again
     # under the lock. A plain join of the pairs and dismissals was planned for 100 pairs
     # (json_to_recordset's estimate), not the batch's few, and hashed every pending dismissal of
-    # ours for each batch while the table was small enough for that to look cheaper.
+    # ours for each batch while the table was small enough for that to look cheaper. (The
+    # subquery's `d` is its own, so that CANDIDATE reads the same in both places.)
     "postgresql": "SELECT d.sdkappid, d.group_id, d.id, d.status, d.requested_at FROM dismissals d"
                   " WHERE d.id = ANY(ARRAY(SELECT c.id"
                   " FROM json_to_recordset(%s::json) AS k(sdkappid bigint, group_id text)"

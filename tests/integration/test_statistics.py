@@ -53,7 +53,7 @@ def test_a_batch_small_beside_what_the_statistics_know_is_left_to_autovacuum(com
     assert _last_analyze(committed_db) > analyzed
 
 
-def test_a_failed_analyze_leaves_the_batch_stored_and_the_session_usable(committed_db, postgres_only, monkeypatch):
+def test_a_failed_refresh_is_logged_and_leaves_the_session_usable(committed_db, postgres_only, monkeypatch):
     monkeypatch.setattr(sqlutil, "ANALYZE_AFTER_ROWS", 1)
 
     class NotOurs:  # a table the database does not have: the ANALYZE fails
