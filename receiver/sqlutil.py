@@ -350,7 +350,7 @@ def refresh_statistics(session: Session, table: Table, added: int) -> bool:
 
     Without statistics (a new database) or with those of a table a tenth the size, PostgreSQL
     plans the dismissal queue's statements as if the table were nearly empty: a status index
-    scanned for one row by id, all our pending dismissals hashed for each callback's lookup
+    scanned to find one row by its id, all our pending dismissals hashed for each callback's lookup
     (bench/README). Runs in a transaction of its own on `session`, after the caller's commit; a
     failure is logged and swallowed, since the rows are already stored. True if it analyzed.
     """
@@ -367,6 +367,7 @@ def refresh_statistics(session: Session, table: Table, added: int) -> bool:
         session.commit()
         return True
     except Exception as exc:  # noqa: BLE001 - the batch is stored; the plans catch up with autovacuum
-        session.rollback()
+        with contextlib.suppress(Exception):  # the connection may be the failure
+            session.rollback()
         _log.warning("could not refresh planner statistics", extra={"table": table.name, "error": type(exc).__name__})
         return False
