@@ -354,7 +354,8 @@ def refresh_statistics(session: Session, table: Table, added: int) -> bool:
     (bench/README). Runs in a transaction of its own on `session`, after the caller's commit; a
     failure is logged and swallowed, since the rows are already stored. True if it analyzed.
     """
-    if added < ANALYZE_AFTER_ROWS or session.get_bind().dialect.name != "postgresql":
+    dialect = session.get_bind().dialect
+    if added < ANALYZE_AFTER_ROWS or dialect.name != "postgresql":
         return False
     try:
         known = session.execute(text("SELECT reltuples FROM pg_class WHERE oid = CAST(:t AS regclass)"),
@@ -362,7 +363,7 @@ def refresh_statistics(session: Session, table: Table, added: int) -> bool:
         if added < ANALYZE_AFTER_SHARE * max(known, 0):
             session.rollback()
             return False
-        name = session.get_bind().dialect.identifier_preparer.format_table(table)
+        name = dialect.identifier_preparer.format_table(table)
         session.execute(text(f"ANALYZE {name}"))
         session.commit()
         return True
